@@ -1,0 +1,9 @@
+{
+  "targets": [
+    {
+      "target_name": "ocisnap_sys",
+      "sources": ["native/ocisnap_sys.c"],
+      "cflags": ["-Wall", "-Wextra", "-Wno-unused-parameter", "-O2"]
+    }
+  ]
+}

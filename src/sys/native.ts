@@ -1,0 +1,64 @@
+/**
+ * Typed access to the small native addon (native/ocisnap_sys.c): the Linux
+ * syscalls Node.js lacks. Each function throws a Node-style errno error
+ * (`code`, `errno`, `syscall`, `path`) on failure.
+ */
+import { createRequire } from 'node:module';
+import { existsSync } from 'node:fs';
+import { dirname, join } from 'node:path';
+import { fileURLToPath } from 'node:url';
+
+export interface NativeSys {
+  /** openat2(2); `resolve` is a mask of RESOLVE_* constants. Returns an fd. */
+  openat2(dirfd: number, path: string, flags: number, mode: number, resolve: number): number;
+  mknodat(dirfd: number, name: string, mode: number, major: number, minor: number): void;
+  fchownat(dirfd: number, name: string, uid: number, gid: number, flags: number): void;
+  fchmodat(dirfd: number, name: string, mode: number): void;
+  utimensat(
+    dirfd: number,
+    name: string,
+    atimeSec: number,
+    atimeNsec: number,
+    mtimeSec: number,
+    mtimeNsec: number,
+    flags: number,
+  ): void;
+  lsetxattr(path: string, name: string, value: Buffer): void;
+  /** null when the attribute is not set. */
+  lgetxattr(path: string, name: string): Buffer | null;
+  llistxattr(path: string): string[];
+  /** Whole-file fcntl(2) record lock, non-blocking: 0 read, 1 write, 2 unlock. */
+  setlk(fd: number, type: 0 | 1 | 2): boolean;
+  constants: {
+    RESOLVE_NO_XDEV: number;
+    RESOLVE_NO_MAGICLINKS: number;
+    RESOLVE_NO_SYMLINKS: number;
+    RESOLVE_BENEATH: number;
+    RESOLVE_IN_ROOT: number;
+    AT_SYMLINK_NOFOLLOW: number;
+    AT_FDCWD: number;
+    O_PATH: number;
+    O_DIRECTORY: number;
+    O_NOFOLLOW: number;
+    S_IFCHR: number;
+    S_IFBLK: number;
+    S_IFIFO: number;
+  };
+}
+
+function findAddon(): string {
+  // dist/sys/native.js and src/sys/native.ts both sit two levels below the package root.
+  const root = join(dirname(fileURLToPath(import.meta.url)), '..', '..');
+  for (const kind of ['Release', 'Debug']) {
+    const candidate = join(root, 'build', kind, 'ocisnap_sys.node');
+    if (existsSync(candidate)) return candidate;
+  }
+  throw new Error(`native addon not built: run 'npm run build:native' in ${root}`);
+}
+
+export const sys: NativeSys = createRequire(import.meta.url)(findAddon()) as NativeSys;
+
+/** True when `err` is a Node-style errno error with the given code. */
+export function isErrno(err: unknown, code: string): boolean {
+  return typeof err === 'object' && err !== null && (err as { code?: unknown }).code === code;
+}
