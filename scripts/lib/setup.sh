@@ -4,7 +4,7 @@
 OCISNAP_DEBIAN_PACKAGES=(
   btrfs-progs docker-registry podman skopeo buildah umoci snapper
   libarchive-tools debootstrap apache2-utils gnupg attr
-  python3 make g++ ca-certificates
+  python3 make g++ ca-certificates curl
 )
 
 ensure_root() {

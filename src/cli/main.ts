@@ -1,0 +1,30 @@
+#!/usr/bin/env node
+/**
+ * The ocisnap command. Thin: parses arguments, calls the library, prints.
+ * Every OcisnapError becomes one line on stderr and its exit status; any
+ * other error is a bug and says so (with the stack under --debug).
+ */
+import { CommanderError } from 'commander';
+import { OcisnapError } from '../errors.js';
+import { buildProgram } from './program.js';
+
+async function main(argv: string[]): Promise<number> {
+  const program = buildProgram();
+  try {
+    await program.parseAsync(argv);
+    return 0;
+  } catch (err) {
+    if (err instanceof CommanderError) return err.exitCode;
+    if (err instanceof OcisnapError) {
+      process.stderr.write(`ocisnap: ${err.message}\n`);
+      return err.exitCode;
+    }
+    const debug = argv.includes('--debug') || process.env.OCISNAP_DEBUG === '1';
+    const message = err instanceof Error ? err.message : String(err);
+    process.stderr.write(`ocisnap: internal error: ${message.split('\n')[0]}\n`);
+    if (debug && err instanceof Error && err.stack) process.stderr.write(`${err.stack}\n`);
+    return 70; // EX_SOFTWARE
+  }
+}
+
+process.exitCode = await main(process.argv);

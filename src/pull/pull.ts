@@ -1,0 +1,241 @@
+/**
+ * Pull: resolve an image at its source, fetch the layers the store lacks
+ * (concurrently, each verified against its digest while it streams to a
+ * temporary file), apply them in order as btrfs subvolumes (each a snapshot of
+ * its parent), check every diffID against the image config, then register
+ * the image. Nothing becomes visible in the store before it is complete.
+ */
+import { createReadStream, createWriteStream } from 'node:fs';
+import { mkdir, rm } from 'node:fs/promises';
+import { join } from 'node:path';
+import { pipeline } from 'node:stream/promises';
+import { describeError, DigestMismatchError, OcisnapError, UntrustedInputError } from '../errors.js';
+import { digestHex } from '../oci/digest.js';
+import { layerCompressionOf, type Compression } from '../oci/mediatypes.js';
+import { formatReference } from '../oci/reference.js';
+import { hostPlatform } from '../oci/platform.js';
+import type { Descriptor, Digest, ImageReference, Platform } from '../oci/types.js';
+import { applyLayer, decompressStream } from '../layers/index.js';
+import { resolveImage, type ImageSource, type ResolvedImage } from '../registry/source.js';
+import { layerIdsFor, type ImageRecord, type Store } from '../store/index.js';
+import { noProgress, type ProgressSink } from './progress.js';
+
+export interface PullOptions {
+  platform?: Platform;
+  /** How many layer downloads run at once (default 3). */
+  concurrency?: number;
+  progress?: ProgressSink;
+  signal?: AbortSignal;
+}
+
+export interface PullResult {
+  image: ImageRecord;
+  resolved: ResolvedImage;
+  /** Layers fetched and applied by this pull. */
+  fetched: number;
+  /** Layers that were already in the store. */
+  reused: number;
+}
+
+export class UnsupportedLayerError extends UntrustedInputError {}
+
+interface LayerPlan {
+  index: number;
+  descriptor: Descriptor;
+  compression: Compression;
+  diffId: Digest;
+  id: string;
+  parent: string | undefined;
+}
+
+/**
+ * Pulls the image `source` points at into `store`. `reference` (for registry
+ * sources) names the image in the store; without it the image gets no name.
+ */
+export async function pullImage(
+  source: ImageSource,
+  reference: ImageReference | undefined,
+  store: Store,
+  opts: PullOptions = {},
+): Promise<PullResult> {
+  const started = performance.now();
+  const progress = opts.progress ?? noProgress;
+  const resolved = await resolveImage(source, opts.platform ?? hostPlatform());
+  const plan = planLayers(source.name, resolved);
+
+  return store.lock(async () => {
+    const missing: LayerPlan[] = [];
+    for (const layer of plan) {
+      if (await store.getLayer(layer.id)) progress({ type: 'layer-reused', digest: layer.descriptor.digest, layerId: layer.id });
+      else missing.push(layer);
+    }
+    progress({
+      type: 'resolved',
+      image: source.name,
+      manifestDigest: resolved.manifestDigest,
+      layers: plan.length,
+      missing: missing.length,
+    });
+
+    const tmpDir = join(store.tmpDir, `pull-${process.pid}-${Date.now()}`);
+    await mkdir(tmpDir, { recursive: true });
+    try {
+      const downloads = downloadAll(source, missing, tmpDir, opts, progress);
+      for (const layer of missing) {
+        const file = await downloads.get(layer.index)!;
+        await applyOne(store, source.name, layer, file, opts, progress);
+        await rm(file, { force: true });
+      }
+      await Promise.all(downloads.values());
+    } finally {
+      await rm(tmpDir, { recursive: true, force: true });
+    }
+
+    const image = await store.putImage({
+      id: digestHex(resolved.configDigest),
+      manifestDigest: resolved.manifestDigest,
+      manifestBytes: resolved.manifestBytes,
+      configBytes: resolved.configBytes,
+      topLayer: plan.at(-1)?.id,
+      names: reference?.tag !== undefined ? [formatReference({ ...reference, digest: undefined })] : [],
+      created: resolved.config.created ? new Date(resolved.config.created) : undefined,
+    });
+    progress({ type: 'done', image: source.name, imageId: image.id, seconds: (performance.now() - started) / 1000 });
+    return { image, resolved, fetched: missing.length, reused: plan.length - missing.length };
+  });
+}
+
+function planLayers(imageName: string, resolved: ResolvedImage): LayerPlan[] {
+  const diffIds = resolved.config.rootfs.diff_ids;
+  const layers = resolved.manifest.layers;
+  if (diffIds.length !== layers.length) {
+    throw new UntrustedInputError(
+      `${imageName}: the manifest lists ${layers.length} layers but the config ${diffIds.length} diff_ids`,
+    );
+  }
+  const ids = layerIdsFor(diffIds);
+  return layers.map((descriptor, index) => {
+    const compression = layerCompressionOf(descriptor.mediaType);
+    if (compression === undefined) {
+      throw new UnsupportedLayerError(
+        `${imageName}: layer ${descriptor.digest}: unsupported media type "${descriptor.mediaType}"`,
+      );
+    }
+    return { index, descriptor, compression, diffId: diffIds[index]!, id: ids[index]!, parent: ids[index - 1] };
+  });
+}
+
+/**
+ * Starts every download, at most `concurrency` at once, in layer order so the
+ * next layer to apply is always among the first fetched. Each resolves to a
+ * file holding the verified blob.
+ */
+function downloadAll(
+  source: ImageSource,
+  layers: LayerPlan[],
+  tmpDir: string,
+  opts: PullOptions,
+  progress: ProgressSink,
+): Map<number, Promise<string>> {
+  const limit = Math.max(1, opts.concurrency ?? 3);
+  const queue = [...layers];
+  const result = new Map<number, Promise<string>>();
+  const controller = new AbortController();
+  const signal = opts.signal ? AbortSignal.any([opts.signal, controller.signal]) : controller.signal;
+  let running = 0;
+  const waiters: Array<() => void> = [];
+  const slot = async () => {
+    while (running >= limit) await new Promise<void>((r) => waiters.push(r));
+    running++;
+  };
+  const release = () => {
+    running--;
+    waiters.shift()?.();
+  };
+  for (const layer of queue) {
+    const p = (async () => {
+      await slot();
+      try {
+        signal.throwIfAborted();
+        return await downloadOne(source, layer, tmpDir, signal, progress);
+      } finally {
+        release();
+      }
+    })();
+    // A failed download stops the others; the failure surfaces where it is awaited.
+    p.catch(() => controller.abort());
+    result.set(layer.index, p);
+  }
+  return result;
+}
+
+async function downloadOne(
+  source: ImageSource,
+  layer: LayerPlan,
+  tmpDir: string,
+  signal: AbortSignal,
+  progress: ProgressSink,
+): Promise<string> {
+  const { digest, size } = layer.descriptor;
+  const started = performance.now();
+  progress({ type: 'layer-download-start', digest, size });
+  const file = join(tmpDir, digestHex(digest));
+  const blob = await source.getBlob(layer.descriptor, {
+    signal,
+    onProgress: (bytes) => progress({ type: 'layer-download-progress', digest, bytes, size }),
+  });
+  await pipeline(blob, createWriteStream(file), { signal });
+  progress({ type: 'layer-downloaded', digest, size, seconds: (performance.now() - started) / 1000 });
+  return file;
+}
+
+async function applyOne(
+  store: Store,
+  imageName: string,
+  layer: LayerPlan,
+  file: string,
+  opts: PullOptions,
+  progress: ProgressSink,
+): Promise<void> {
+  const digest = layer.descriptor.digest;
+  const what = `${imageName}: layer ${digest}`;
+  const started = performance.now();
+  progress({ type: 'layer-apply-start', digest, layerId: layer.id });
+  let entries = 0;
+  const record = await store.createLayer(
+    {
+      id: layer.id,
+      parent: layer.parent,
+      compressedDigest: digest,
+      compressedSize: layer.descriptor.size,
+      compression: layer.compression,
+    },
+    async (dir) => {
+      const tar = decompressStream(layer.compression);
+      const feed = pipeline(createReadStream(file), tar);
+      let result;
+      try {
+        result = await applyLayer(tar, dir, { what, signal: opts.signal });
+        await feed;
+      } catch (err) {
+        tar.destroy();
+        await feed.catch(() => {});
+        if (err instanceof OcisnapError) throw err;
+        throw new UntrustedInputError(`${what}: ${describeError(err)}`, { cause: err });
+      }
+      if (result.diffId !== layer.diffId) {
+        throw new DigestMismatchError(`${what}: uncompressed content (diffID)`, layer.diffId, result.diffId);
+      }
+      entries = result.entries;
+      return { diffDigest: result.diffId, diffSize: result.size };
+    },
+  );
+  progress({
+    type: 'layer-applied',
+    digest,
+    layerId: record.id,
+    diffSize: layer.descriptor.size,
+    entries,
+    seconds: (performance.now() - started) / 1000,
+  });
+}
