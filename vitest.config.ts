@@ -9,6 +9,8 @@ export default defineConfig({
         test: {
           name: 'unit',
           include: ['test/unit/**/*.test.ts'],
+          // Unit tests run first; integration tests after, with fewer workers.
+          sequence: { groupOrder: 0 },
         },
       },
       {
@@ -19,6 +21,7 @@ export default defineConfig({
           hookTimeout: 300_000,
           // Files share loop devices and a 2-core machine; keep the load sane.
           maxWorkers: 2,
+          sequence: { groupOrder: 1 },
         },
       },
     ],
