@@ -1,0 +1,20 @@
+export { BtrfsError, NotBtrfsError, NotSubvolumeError } from './errors.js';
+export {
+  type SubvolumeInfo,
+  type SubvolumeListEntry,
+  createSubvolume,
+  deleteSubvolume,
+  getDefaultSubvolume,
+  getReadonly,
+  isBtrfs,
+  isSubvolume,
+  listChildSubvolumes,
+  listSubvolumes,
+  nearestExisting,
+  parseSubvolumeList,
+  parseSubvolumeShow,
+  setDefaultSubvolume,
+  setReadonly,
+  showSubvolume,
+  snapshotSubvolume,
+} from './subvolume.js';
