@@ -5,6 +5,7 @@ import { parsePlatform } from '../oci/platform.js';
 import { openConfiguredSource } from '../pull/source-config.js';
 import { pullImage } from '../pull/pull.js';
 import { Store } from '../store/index.js';
+import { registerDeployCommands } from './deploy-commands.js';
 import { createRenderer, parseProgressMode } from './progress.js';
 import { imagesTable, inspectImage, listImageSummaries } from './images.js';
 
@@ -95,6 +96,7 @@ export function buildProgram(): Command {
       });
     });
 
+  registerDeployCommands(program);
   return program;
 }
 

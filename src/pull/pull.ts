@@ -17,7 +17,7 @@ import { hostPlatform } from '../oci/platform.js';
 import type { Descriptor, Digest, ImageReference, Platform } from '../oci/types.js';
 import { applyLayer, decompressStream } from '../layers/index.js';
 import { resolveImage, type ImageSource, type ResolvedImage } from '../registry/source.js';
-import { layerIdsFor, type ImageRecord, type Store } from '../store/index.js';
+import { layerIdsFor, TarSplitRecorder, type ImageRecord, type Store } from '../store/index.js';
 import { noProgress, type ProgressSink } from './progress.js';
 
 export interface PullOptions {
@@ -77,7 +77,8 @@ export async function pullImage(
       missing: missing.length,
     });
 
-    const tmpDir = join(store.tmpDir, `pull-${process.pid}-${Date.now()}`);
+    // Inside the store's staging area: same filesystem, and Store.open() removes leftovers.
+    const tmpDir = join(store.layout.staging, `downloads-${process.pid}-${Date.now().toString(36)}`);
     await mkdir(tmpDir, { recursive: true });
     try {
       const downloads = downloadAll(source, missing, tmpDir, opts, progress);
@@ -96,7 +97,7 @@ export async function pullImage(
       manifestDigest: resolved.manifestDigest,
       manifestBytes: resolved.manifestBytes,
       configBytes: resolved.configBytes,
-      topLayer: plan.at(-1)?.id,
+      topLayer: plan.at(-1)!.id,
       names: reference?.tag !== undefined ? [formatReference({ ...reference, digest: undefined })] : [],
       created: resolved.config.created ? new Date(resolved.config.created) : undefined,
     });
@@ -113,6 +114,7 @@ function planLayers(imageName: string, resolved: ResolvedImage): LayerPlan[] {
       `${imageName}: the manifest lists ${layers.length} layers but the config ${diffIds.length} diff_ids`,
     );
   }
+  if (layers.length === 0) throw new UntrustedInputError(`${imageName}: the image has no layers`);
   const ids = layerIdsFor(diffIds);
   return layers.map((descriptor, index) => {
     const compression = layerCompressionOf(descriptor.mediaType);
@@ -211,8 +213,9 @@ async function applyOne(
       compression: layer.compression,
     },
     async (dir) => {
-      const tar = decompressStream(layer.compression);
-      const feed = pipeline(createReadStream(file), tar);
+      // tar-split lets podman rebuild the exact layer tar (podman save/push).
+      const tar = new TarSplitRecorder();
+      const feed = pipeline(createReadStream(file), decompressStream(layer.compression), tar);
       let result;
       try {
         result = await applyLayer(tar, dir, { what, signal: opts.signal });
@@ -227,7 +230,7 @@ async function applyOne(
         throw new DigestMismatchError(`${what}: uncompressed content (diffID)`, layer.diffId, result.diffId);
       }
       entries = result.entries;
-      return { diffDigest: result.diffId, diffSize: result.size };
+      return { diffDigest: result.diffId, diffSize: result.size, tarSplit: tar.result() };
     },
   );
   progress({
