@@ -80,19 +80,21 @@ export async function pullImage(
     // Inside the store's staging area: same filesystem, and Store.open() removes leftovers.
     const tmpDir = join(store.layout.staging, `downloads-${process.pid}-${Date.now().toString(36)}`);
     await mkdir(tmpDir, { recursive: true });
+    const created: string[] = [];
+    let image: ImageRecord;
     try {
       const downloads = downloadAll(source, missing, tmpDir, opts, progress);
-      for (const layer of missing) {
-        const file = await downloads.get(layer.index)!;
-        await applyOne(store, source.name, layer, file, opts, progress);
-        await rm(file, { force: true });
+      try {
+        for (const layer of missing) {
+          const file = await downloads.files.get(layer.index)!;
+          await applyOne(store, source.name, layer, file, opts, progress);
+          created.push(layer.id);
+          await rm(file, { force: true });
+        }
+      } finally {
+        await downloads.settled();
       }
-      await Promise.all(downloads.values());
-    } finally {
-      await rm(tmpDir, { recursive: true, force: true });
-    }
-
-    const image = await store.putImage({
+      image = await store.putImage({
       id: digestHex(resolved.configDigest),
       manifestDigest: resolved.manifestDigest,
       manifestBytes: resolved.manifestBytes,
@@ -100,7 +102,14 @@ export async function pullImage(
       topLayer: plan.at(-1)!.id,
       names: reference?.tag !== undefined ? [formatReference({ ...reference, digest: undefined })] : [],
       created: resolved.config.created ? new Date(resolved.config.created) : undefined,
-    });
+      });
+    } catch (err) {
+      // Take back the layers this pull made, so a failed pull leaves the store as it was.
+      await store.removeUnusedLayers(created.reverse()).catch(() => {});
+      throw err;
+    } finally {
+      await rm(tmpDir, { recursive: true, force: true });
+    }
     progress({ type: 'done', image: source.name, imageId: image.id, seconds: (performance.now() - started) / 1000 });
     return { image, resolved, fetched: missing.length, reused: plan.length - missing.length };
   });
@@ -127,10 +136,18 @@ function planLayers(imageName: string, resolved: ResolvedImage): LayerPlan[] {
   });
 }
 
+interface Downloads {
+  /** Per layer index, the file holding the verified blob. */
+  files: Map<number, Promise<string>>;
+  /** Resolves when no download is running any more. */
+  settled(): Promise<void>;
+}
+
 /**
  * Starts every download, at most `concurrency` at once, in layer order so the
- * next layer to apply is always among the first fetched. Each resolves to a
- * file holding the verified blob.
+ * next layer to apply is always among the first fetched. The first failure
+ * stops the others, and every layer awaiting a stopped download sees that
+ * first failure rather than the abort it caused.
  */
 function downloadAll(
   source: ImageSource,
@@ -138,12 +155,12 @@ function downloadAll(
   tmpDir: string,
   opts: PullOptions,
   progress: ProgressSink,
-): Map<number, Promise<string>> {
+): Downloads {
   const limit = Math.max(1, opts.concurrency ?? 3);
-  const queue = [...layers];
-  const result = new Map<number, Promise<string>>();
+  const files = new Map<number, Promise<string>>();
   const controller = new AbortController();
   const signal = opts.signal ? AbortSignal.any([opts.signal, controller.signal]) : controller.signal;
+  let firstError: unknown;
   let running = 0;
   const waiters: Array<() => void> = [];
   const slot = async () => {
@@ -154,21 +171,32 @@ function downloadAll(
     running--;
     waiters.shift()?.();
   };
-  for (const layer of queue) {
-    const p = (async () => {
+  for (const layer of layers) {
+    const file = (async () => {
       await slot();
       try {
         signal.throwIfAborted();
         return await downloadOne(source, layer, tmpDir, signal, progress);
+      } catch (err) {
+        if (firstError === undefined) {
+          firstError = err;
+          controller.abort();
+        }
+        throw firstError;
       } finally {
         release();
       }
     })();
-    // A failed download stops the others; the failure surfaces where it is awaited.
-    p.catch(() => controller.abort());
-    result.set(layer.index, p);
+    file.catch(() => {}); // observed where it is awaited, or by settled()
+    files.set(layer.index, file);
   }
-  return result;
+  return {
+    files,
+    settled: async () => {
+      controller.abort(); // nothing left to wait for once the caller stops applying
+      await Promise.allSettled(files.values());
+    },
+  };
 }
 
 async function downloadOne(

@@ -355,6 +355,42 @@ export class Store {
     );
   }
 
+  /**
+   * Removes the given layers unless something still needs them: an image
+   * whose chain includes them, a container, or a child layer outside `ids`.
+   * A failed pull uses it to take back the layers it created, so the store is
+   * as it was. Returns the IDs removed.
+   */
+  async removeUnusedLayers(ids: string[]): Promise<string[]> {
+    if (ids.length === 0) return [];
+    return this.layersLock.with('write', (layersLock) =>
+      this.imagesLock.with('read', () =>
+        this.containersLock.with('read', async () => {
+          const layers = await readLayers(this.layout);
+          const byId = new Map(layers.map((l) => [l.id, l]));
+          const needed = new Set<string>((await readContainers(this.layout)).map((c) => c.layer));
+          for (const image of await readImages(this.layout)) {
+            for (let id = image.layer; id !== undefined && !needed.has(id); id = byId.get(id)?.parent) needed.add(id);
+          }
+          const candidates = new Set(ids.filter((id) => byId.has(id) && !needed.has(id)));
+          // A candidate with a child that stays must stay too (repeat until stable).
+          for (let changed = true; changed; ) {
+            changed = false;
+            for (const layer of layers) {
+              if (layer.parent && candidates.has(layer.parent) && !candidates.has(layer.id)) {
+                candidates.delete(layer.parent);
+                changed = true;
+              }
+            }
+          }
+          const remove = [...candidates];
+          if (remove.length > 0) await this.dropLayers(layersLock, layers, remove);
+          return remove;
+        }),
+      ),
+    );
+  }
+
   private layerRecord(spec: LayerSpec, result: FillResult): LayerRecord {
     const compression = spec.compression ?? 'none';
     // Field order of layers.go Layer, as encoding/json writes it; zero values omitted (omitempty).
