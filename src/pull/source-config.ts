@@ -80,7 +80,7 @@ export interface OpenedSource {
 /** The registry (or an endpoint's registry) is `blocked = true` in registries.conf. */
 export class BlockedRegistryError extends UsageError {}
 
-interface Attempt {
+export interface EndpointAttempt {
   /** "mirror 127.0.0.1:5001/os", "127.0.0.1:5000/os" */
   label: string;
   error: unknown;
@@ -90,7 +90,7 @@ interface Attempt {
 export class EndpointsFailedError extends OcisnapError {
   constructor(
     readonly image: string,
-    readonly attempts: Attempt[],
+    readonly attempts: EndpointAttempt[],
   ) {
     super(`pulling ${image}: every endpoint failed: ${attempts.map((a) => `[${a.label}: ${briefly(a.error)}]`).join(' ')}`, {
       cause: attempts.at(-1)?.error,
@@ -102,13 +102,18 @@ export class EndpointsFailedError extends OcisnapError {
 export class CandidatesFailedError extends OcisnapError {
   constructor(
     readonly shortName: string,
-    readonly attempts: Attempt[],
+    readonly attempts: EndpointAttempt[],
   ) {
     super(
       `short name "${shortName}": no candidate could be pulled: ${attempts.map((a) => `[${a.label}: ${briefly(a.error)}]`).join(' ')}`,
       { cause: attempts.at(-1)?.error },
     );
   }
+}
+
+/** A configuration error (an unreadable auth.json, a bad registries.conf rewrite) is nobody's endpoint failure. */
+function isConfigError(err: unknown): boolean {
+  return err instanceof UsageError && !(err instanceof BlockedRegistryError);
 }
 
 /** An error without the "pulling IMAGE:" context the list already gives. */
@@ -156,14 +161,15 @@ export async function openConfiguredSource(spec: string, config: SourceConfig = 
   const note = config.onNote ?? (() => {});
   if (resolution.description !== undefined) note(resolution.description);
 
-  const failures: Attempt[] = [];
+  const failures: EndpointAttempt[] = [];
   for (const candidate of resolution.candidates) {
     try {
       const opened = await openRegistryImage(candidate, conf, config, note);
       return resolution.description === undefined ? opened : { ...opened, shortName: resolution.description };
     } catch (err) {
-      // A single candidate keeps its own (typed) error, as containers/image does.
-      if (resolution.candidates.length === 1 || config.signal?.aborted) throw err;
+      // A single candidate keeps its own (typed) error, as containers/image does;
+      // a configuration error is not one candidate's failure.
+      if (resolution.candidates.length === 1 || config.signal?.aborted || isConfigError(err)) throw err;
       failures.push({ label: formatReference(candidate), error: err });
       note(`${formatReference(candidate)}: ${briefly(err)}`);
     }
@@ -192,7 +198,7 @@ async function openRegistryImage(
     ...where.mirrors.map((m) => ({ location: m.location, insecure: m.insecure, mirror: true })),
     { location: where.location, insecure: where.insecure, mirror: false },
   ];
-  const attempts: Attempt[] = [];
+  const attempts: EndpointAttempt[] = [];
   for (const ep of endpoints) {
     const physical = atLocation(wanted, ep.location);
     const label = ep.mirror ? `mirror ${ep.location}` : ep.location;
@@ -228,8 +234,7 @@ async function openRegistryImage(
       return opened;
     } catch (err) {
       await source?.close().catch(() => {});
-      // Configuration errors (an unreadable auth.json) are not an endpoint's failure.
-      if (config.signal?.aborted || (err instanceof UsageError && !(err instanceof BlockedRegistryError))) throw err;
+      if (config.signal?.aborted || isConfigError(err)) throw err;
       attempts.push({ label, error: err });
       if (ep !== endpoints.at(-1)) note(`${image}: ${label} failed (${briefly(err)}); trying the next endpoint`);
     }

@@ -9,13 +9,23 @@ import { blobKind, type BlobOptions, type ImageSource, type ManifestBlob, type S
 export class DockerSource implements ImageSource {
   readonly name: string;
   private readonly client: DistributionClient;
+  /** The manifest the reference names, once fetched (containers/image ensureManifestIsLoaded). */
+  private top: ManifestBlob | undefined;
 
+  /**
+   * `ref` is where the image is read from; `logical` the reference the user
+   * asked for, when a registries.conf mirror or location serves it. The
+   * source is named after `logical`; messages also name the endpoint.
+   */
   constructor(
     readonly ref: ImageReference,
     opts: SourceOptions = {},
+    readonly logical: ImageReference = ref,
   ) {
-    const image = formatReference(ref);
-    this.name = `docker://${image}`;
+    const wanted = formatReference(logical);
+    this.name = `docker://${wanted}`;
+    const place = `${ref.registry}/${ref.repository}`;
+    const image = place === `${logical.registry}/${logical.repository}` ? wanted : `${wanted} via ${place}`;
     this.client = new DistributionClient({
       registry: ref.registry,
       repository: ref.repository,
@@ -32,10 +42,18 @@ export class DockerSource implements ImageSource {
     });
   }
 
-  /** A digest in the reference wins over its tag (containers/image does the same). */
-  getManifest(digest?: Digest): Promise<ManifestBlob> {
-    const reference = digest ?? this.ref.digest ?? this.ref.tag ?? 'latest';
-    return this.client.getManifest(reference);
+  /**
+   * A digest in the reference wins over its tag (containers/image does the
+   * same). The top manifest is fetched once: a tag moving during a pull must
+   * not make the signatures checked and the image pulled disagree.
+   */
+  async getManifest(digest?: Digest): Promise<ManifestBlob> {
+    if (digest === undefined) {
+      this.top ??= await this.client.getManifest(this.ref.digest ?? this.ref.tag ?? 'latest');
+      return this.top;
+    }
+    if (digest === this.top?.digest) return this.top;
+    return this.client.getManifest(digest);
   }
 
   getBlob(desc: Descriptor, opts?: BlobOptions): Promise<Readable> {

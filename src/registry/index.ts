@@ -13,3 +13,4 @@ export {
   RegistryProtocolError,
   SourceSpecError,
 } from './errors.js';
+export { DirSource, openDirSource } from './dir-source.js';

@@ -27,7 +27,7 @@ export const refNameAnnotation = 'org.opencontainers.image.ref.name';
 const maxIndexBytes = maxManifestBytes;
 
 /** Reads a whole small file, refusing it if larger than `limit`. */
-async function readSmall(storage: LayoutStorage, path: string, limit: number, what: string): Promise<Buffer | undefined> {
+export async function readSmall(storage: LayoutStorage, path: string, limit: number, what: string): Promise<Buffer | undefined> {
   const f = await storage.open(path);
   if (f === undefined) return undefined;
   if (f.size > limit) {
@@ -116,38 +116,51 @@ export class LayoutSource implements ImageSource {
     return { bytes, digest: actual, mediaType: manifestMediaType(target.mediaType, bytes) };
   }
 
-  async getBlob(desc: Descriptor, opts: BlobOptions = {}): Promise<Readable> {
-    const what = `${this.name}: ${blobKind(desc)} ${shortDigest(desc.digest)}`;
-    const f = await this.storage.open(blobPath(desc.digest));
-    if (f === undefined) throw new LayoutError(`${what}: blob not found in the layout`);
-    if (f.size !== desc.size) {
-      f.stream.destroy();
-      throw new LayoutError(`${what}: size mismatch: expected ${desc.size} bytes, the file has ${f.size}`);
-    }
-    const verifier = createVerifier({ digest: desc.digest, size: desc.size }, what);
-    const onProgress = opts.onProgress;
-    const stages: Array<Readable | Transform> = [f.stream];
-    if (onProgress !== undefined) {
-      let received = 0;
-      stages.push(
-        new Transform({
-          transform(chunk: Buffer, _enc, cb) {
-            received += chunk.length;
-            onProgress(received);
-            cb(null, chunk);
-          },
-        }),
-      );
-    }
-    // pipeline() destroys every stage on error, and the file stream when the consumer destroys the verifier.
-    pipeline([...stages, verifier], () => {});
-    if (opts.signal !== undefined) addAbortSignal(opts.signal, verifier);
-    return verifier;
+  getBlob(desc: Descriptor, opts: BlobOptions = {}): Promise<Readable> {
+    return readVerifiedBlob(this.storage, blobPath(desc.digest), desc, `${this.name}: ${blobKind(desc)} ${shortDigest(desc.digest)}`, opts);
   }
 
   close(): Promise<void> {
     return this.storage.close();
   }
+}
+
+/**
+ * The file at `path` as a stream that errors unless it has exactly the
+ * descriptor's size and digest. `what` names the blob in messages.
+ */
+export async function readVerifiedBlob(
+  storage: LayoutStorage,
+  path: string,
+  desc: Descriptor,
+  what: string,
+  opts: BlobOptions = {},
+): Promise<Readable> {
+  const f = await storage.open(path);
+  if (f === undefined) throw new LayoutError(`${what}: blob not found`);
+  if (f.size !== desc.size) {
+    f.stream.destroy();
+    throw new LayoutError(`${what}: size mismatch: expected ${desc.size} bytes, the file has ${f.size}`);
+  }
+  const verifier = createVerifier({ digest: desc.digest, size: desc.size }, what);
+  const onProgress = opts.onProgress;
+  const stages: Array<Readable | Transform> = [f.stream];
+  if (onProgress !== undefined) {
+    let received = 0;
+    stages.push(
+      new Transform({
+        transform(chunk: Buffer, _enc, cb) {
+          received += chunk.length;
+          onProgress(received);
+          cb(null, chunk);
+        },
+      }),
+    );
+  }
+  // pipeline() destroys every stage on error, and the file stream when the consumer destroys the verifier.
+  pipeline([...stages, verifier], () => {});
+  if (opts.signal !== undefined) addAbortSignal(opts.signal, verifier);
+  return verifier;
 }
 
 function tagList(manifests: Descriptor[]): string {

@@ -10,13 +10,28 @@ import { isErrno, sys } from '../sys/native.js';
 import { LayoutError, SourceSpecError } from './errors.js';
 import { LayoutSource, type LayoutStorage } from './layout.js';
 
-class DirectoryStorage implements LayoutStorage {
-  readonly name: string;
+/** Regular files under one directory, opened without escaping it (also used by the dir: source). */
+export class DirectoryStorage implements LayoutStorage {
   private dirfd: number | undefined;
 
-  constructor(dir: string, dirfd: number) {
-    this.name = `oci:${dir}`;
+  /** `name` is how the directory appears in messages: "oci:/dir", "dir:/dir". */
+  constructor(
+    readonly name: string,
+    dirfd: number,
+  ) {
     this.dirfd = dirfd;
+  }
+
+  /** Opens `dir` (made absolute) for reading; `transport` ("oci", "dir") prefixes its name. */
+  static open(transport: string, dir: string, what: string): DirectoryStorage {
+    const abs = resolve(dir);
+    let dirfd: number;
+    try {
+      dirfd = openSync(abs, fsConstants.O_RDONLY | fsConstants.O_DIRECTORY);
+    } catch (err) {
+      throw new SourceSpecError(`${transport}:${abs}: cannot open the ${what}: ${(err as Error).message}`, { cause: err });
+    }
+    return new DirectoryStorage(`${transport}:${abs}`, dirfd);
   }
 
   async open(path: string): Promise<{ stream: ReturnType<typeof createReadStream>; size: number } | undefined> {
@@ -33,7 +48,7 @@ class DirectoryStorage implements LayoutStorage {
     } catch (err) {
       if (isErrno(err, 'ENOENT')) return undefined;
       if (isErrno(err, 'EXDEV')) {
-        throw new LayoutError(`${this.name}: ${path} resolves outside the layout directory (symlink or ..); refused`);
+        throw new LayoutError(`${this.name}: ${path} resolves outside the directory (symlink or ..); refused`);
       }
       if (isErrno(err, 'ELOOP')) throw new LayoutError(`${this.name}: ${path}: too many symlinks; refused`);
       throw new LayoutError(`${this.name}: cannot open ${path}: ${(err as Error).message}`, { cause: err });
@@ -56,12 +71,5 @@ class DirectoryStorage implements LayoutStorage {
 
 /** Opens `dir` as an OCI layout; the tag (if any) is looked up on the first getManifest(). */
 export function openOciLayout(dir: string, tag: string | undefined): LayoutSource {
-  const abs = resolve(dir);
-  let dirfd: number;
-  try {
-    dirfd = openSync(abs, fsConstants.O_RDONLY | fsConstants.O_DIRECTORY);
-  } catch (err) {
-    throw new SourceSpecError(`oci:${abs}: cannot open the layout directory: ${(err as Error).message}`, { cause: err });
-  }
-  return new LayoutSource(new DirectoryStorage(abs, dirfd), tag);
+  return new LayoutSource(DirectoryStorage.open('oci', dir, 'layout directory'), tag);
 }

@@ -1,9 +1,10 @@
 /**
  * Opening an image source from a containers-transports(5) style string:
- * `docker://REF`, `oci:DIR[:TAG]`, `oci-archive:FILE[:TAG]`, or a bare REF
- * (a registry image, as `podman pull` takes it).
+ * `docker://REF`, `oci:DIR[:TAG]`, `oci-archive:FILE[:TAG]`, `dir:DIR`, or a
+ * bare REF (a registry image, as `podman pull` takes it).
  */
 import { parseReference } from '../oci/reference.js';
+import { openDirSource } from './dir-source.js';
 import { DockerSource } from './docker-source.js';
 import { SourceSpecError } from './errors.js';
 import { openOciArchive } from './oci-archive.js';
@@ -13,7 +14,7 @@ import type { ImageSource, SourceOptions } from './types.js';
 export type { BlobOptions, ImageSource, ManifestBlob, SourceOptions } from './types.js';
 
 /** Transports of containers-transports(5) that ocisnap does not read, for a clear refusal. */
-const otherTransports = ['containers-storage', 'dir', 'docker-archive', 'docker-daemon', 'ostree', 'sif', 'tarball'];
+export const otherTransports = ['containers-storage', 'docker-archive', 'docker-daemon', 'ostree', 'sif', 'tarball'];
 
 /**
  * `PATH[:TAG]` as containers/image splits it (internal/image SplitPathAndImage
@@ -40,10 +41,12 @@ export async function openSource(spec: string, opts: SourceOptions = {}): Promis
     const { path, tag } = splitPathAndTag(spec, spec.slice('oci:'.length));
     return openOciLayout(path, tag);
   }
+  // dir_transport.go ParseReference: everything after "dir:" is the path.
+  if (spec.startsWith('dir:')) return openDirSource(spec.slice('dir:'.length));
   const transport = /^([a-z-]+):/.exec(spec)?.[1];
   if (transport !== undefined && otherTransports.includes(transport)) {
     throw new SourceSpecError(
-      `${JSON.stringify(spec)}: the ${transport}: transport is not supported; use docker://, oci: or oci-archive:`,
+      `${JSON.stringify(spec)}: the ${transport}: transport is not supported; use docker://, oci:, oci-archive: or dir:`,
     );
   }
   return new DockerSource(parseReference(spec), opts);

@@ -107,7 +107,7 @@ describe('broken images', () => {
     await editImage(dir, 'img', async ({ manifest }) => {
       const layer = manifest.layers[1]!;
       const bytes = await readBlob(dir, layer.digest);
-      bytes[bytes.length >> 1] ^= 0xff;
+      bytes.writeUInt8(bytes.readUInt8(bytes.length >> 1) ^ 0xff, bytes.length >> 1);
       await corruptBlob(dir, layer.digest, bytes);
     });
     expect(await failingPull([`oci:${dir}:img`])).toMatch(/layer sha256:[0-9a-f]+.*digest mismatch/);
@@ -144,7 +144,7 @@ describe('broken images', () => {
     await editImage(dir, 'img', async ({ manifest }) => {
       const layer = manifest.layers[1]!;
       const bytes = Buffer.from(await readBlob(dir, layer.digest));
-      for (let i = 20; i < Math.min(bytes.length, 60); i++) bytes[i] ^= 0x5a;
+      for (let i = 20; i < Math.min(bytes.length, 60); i++) bytes.writeUInt8(bytes.readUInt8(i) ^ 0x5a, i);
       Object.assign(layer, await writeBlob(dir, bytes));
     });
     expect(await failingPull([`oci:${dir}:img`])).toMatch(/layer sha256:[0-9a-f]+/);
