@@ -3,6 +3,7 @@
 // Callers (src/sys/native.ts) give them types and meaning.
 #define _GNU_SOURCE
 #include <errno.h>
+#include <stdbool.h>
 #include <fcntl.h>
 #include <linux/openat2.h>
 #include <node_api.h>
@@ -54,8 +55,22 @@ static int get_args(napi_env env, napi_callback_info info, size_t want, napi_val
   return 1;
 }
 
+// A path or name: a JS string (UTF-8) or a Buffer holding the raw bytes, so
+// that names from a tar that are not valid UTF-8 reach the filesystem intact.
 static int get_str(napi_env env, napi_value v, char *buf, size_t len) {
   size_t out;
+  bool is_buffer = false;
+  if (napi_is_buffer(env, v, &is_buffer) == napi_ok && is_buffer) {
+    void *data;
+    size_t n;
+    if (napi_get_buffer_info(env, v, &data, &n) != napi_ok || n >= len - 1 || memchr(data, 0, n) != NULL) {
+      napi_throw_type_error(env, NULL, "expected a path without NUL bytes, shorter than PATH_MAX");
+      return 0;
+    }
+    memcpy(buf, data, n);
+    buf[n] = 0;
+    return 1;
+  }
   if (napi_get_value_string_utf8(env, v, buf, len, &out) != napi_ok || out >= len - 1) {
     napi_throw_type_error(env, NULL, "expected a string shorter than PATH_MAX");
     return 0;

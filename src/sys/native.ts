@@ -8,25 +8,28 @@ import { existsSync } from 'node:fs';
 import { dirname, join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 
+/** A path or name: a string (passed as UTF-8) or a Buffer of raw bytes (no NUL). */
+export type PathArg = string | Buffer;
+
 export interface NativeSys {
   /** openat2(2); `resolve` is a mask of RESOLVE_* constants. Returns an fd. */
-  openat2(dirfd: number, path: string, flags: number, mode: number, resolve: number): number;
-  mknodat(dirfd: number, name: string, mode: number, major: number, minor: number): void;
-  fchownat(dirfd: number, name: string, uid: number, gid: number, flags: number): void;
-  fchmodat(dirfd: number, name: string, mode: number): void;
+  openat2(dirfd: number, path: PathArg, flags: number, mode: number, resolve: number): number;
+  mknodat(dirfd: number, name: PathArg, mode: number, major: number, minor: number): void;
+  fchownat(dirfd: number, name: PathArg, uid: number, gid: number, flags: number): void;
+  fchmodat(dirfd: number, name: PathArg, mode: number): void;
   utimensat(
     dirfd: number,
-    name: string,
+    name: PathArg,
     atimeSec: number,
     atimeNsec: number,
     mtimeSec: number,
     mtimeNsec: number,
     flags: number,
   ): void;
-  lsetxattr(path: string, name: string, value: Buffer): void;
+  lsetxattr(path: PathArg, name: PathArg, value: Buffer): void;
   /** null when the attribute is not set. */
-  lgetxattr(path: string, name: string): Buffer | null;
-  llistxattr(path: string): string[];
+  lgetxattr(path: PathArg, name: PathArg): Buffer | null;
+  llistxattr(path: PathArg): string[];
   /** Whole-file fcntl(2) record lock, non-blocking: 0 read, 1 write, 2 unlock. */
   setlk(fd: number, type: 0 | 1 | 2): boolean;
   constants: {

@@ -1,0 +1,3 @@
+/** Layer application: decompression and safe extraction of layer tars. */
+export { decompressStream, CorruptLayerDataError } from './decompress.js';
+export { applyLayer, LayerApplyError, type ApplyOptions, type ApplyResult } from './apply.js';
