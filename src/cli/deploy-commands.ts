@@ -13,7 +13,10 @@ import { Command, CommanderError, Option } from 'commander';
 import { UsageError } from '../errors.js';
 import { parsePlatform } from '../oci/platform.js';
 import type { Platform } from '../oci/types.js';
+import { loadPolicyConfig } from '../pull/policy-check.js';
 import type { SourceConfig } from '../pull/source-config.js';
+import { defaultPolicyPath } from '../policy/policy-json.js';
+import { defaultRegistriesDPath } from '../policy/registries-d.js';
 import { deploy, type DeployOptions, type DeployResult } from '../deploy/deploy.js';
 import { DEFAULT_KEEP, gc } from '../deploy/gc.js';
 import { rollback } from '../deploy/rollback.js';
@@ -69,9 +72,16 @@ function withPullOptions(cmd: Command): Command {
     .option('--progress <mode>', 'auto, tty, plain, json or none', 'auto');
 }
 
+/** The signature policy options of `ocisnap pull`, for commands that deploy. */
+function withPolicyOptions(cmd: Command): Command {
+  return cmd
+    .option('--signature-policy <file>', `containers-policy.json(5) to enforce (default ${defaultPolicyPath})`)
+    .option('--registries-d <dir>', `containers-registries.d(5) lookaside configuration (default ${defaultRegistriesDPath})`);
+}
+
 /** Options shared by commands that deploy. */
 function withDeployOptions(cmd: Command): Command {
-  return withPullOptions(cmd)
+  return withPolicyOptions(withPullOptions(cmd))
     .option('--read-only', 'make the new snapshot read-only (as MicroOS roots are)')
     .option('--tries <n>', 'boots the new deployment may try before it counts as failed')
     .option('--no-hooks', 'do not run deploy hooks')
@@ -88,7 +98,7 @@ interface PullFlags {
 }
 
 function sourceConfigOf(o: PullFlags): { sourceConfig: SourceConfig; platform?: Platform } {
-  const sourceConfig: SourceConfig = { tlsVerify: parseBool('--tls-verify', o.tlsVerify) };
+  const sourceConfig: SourceConfig = { tlsVerify: parseBool('--tls-verify', o.tlsVerify), onNote: log };
   if (o.authfile) sourceConfig.authFile = o.authfile;
   if (o.registriesConf) sourceConfig.registriesConf = o.registriesConf;
   const out: { sourceConfig: SourceConfig; platform?: Platform } = { sourceConfig };
@@ -97,6 +107,8 @@ function sourceConfigOf(o: PullFlags): { sourceConfig: SourceConfig; platform?: 
 }
 
 interface DeployFlags extends PullFlags {
+  signaturePolicy?: string;
+  registriesD?: string;
   readOnly?: boolean;
   tries?: string;
   hooks: boolean;
@@ -105,10 +117,15 @@ interface DeployFlags extends PullFlags {
   pull?: boolean;
 }
 
-function deployOptionsOf(cmd: Command, o: DeployFlags): Omit<DeployOptions, 'image'> & { finish: () => void } {
+async function deployOptionsOf(cmd: Command, o: DeployFlags): Promise<Omit<DeployOptions, 'image'> & { finish: () => void }> {
+  const policyFiles: { signaturePolicy?: string; registriesD?: string } = {};
+  if (o.signaturePolicy) policyFiles.signaturePolicy = o.signaturePolicy;
+  if (o.registriesD) policyFiles.registriesD = o.registriesD;
+  const policy = await loadPolicyConfig(policyFiles);
   const renderer = createRenderer(parseProgressMode(o.progress));
   const opts: Omit<DeployOptions, 'image'> & { finish: () => void } = {
     paths: pathsOf(cmd),
+    policy,
     ...sourceConfigOf(o),
     readOnly: o.readOnly === true,
     hooks: o.hooks,
@@ -142,7 +159,7 @@ export function registerDeployCommands(program: Command): void {
       .argument('<image>', 'docker://REF, oci:DIR[:TAG], oci-archive:FILE[:TAG] or REF')
       .option('--no-pull', 'use the image already in the layer store'),
   ).action(async (image: string, o: DeployFlags, cmd: Command) => {
-    const { finish, ...opts } = deployOptionsOf(cmd, o);
+    const { finish, ...opts } = await deployOptionsOf(cmd, o);
     try {
       printDeployed(await deploy({ ...opts, image }));
     } finally {
@@ -157,7 +174,7 @@ export function registerDeployCommands(program: Command): void {
       .argument('<image>', 'docker://REF, oci:DIR[:TAG], oci-archive:FILE[:TAG] or REF')
       .option('--follow-only', 'only change the followed image; deploy it with the next ocisnap upgrade'),
   ).action(async (image: string, o: DeployFlags & { followOnly?: boolean }, cmd: Command) => {
-    const { finish, ...opts } = deployOptionsOf(cmd, o);
+    const { finish, ...opts } = await deployOptionsOf(cmd, o);
     try {
       if (o.followOnly) {
         await updateState(opts.paths.root, (s) => setFollowed(s, image), { timeoutMs: opts.lockTimeoutMs ?? 0 });
@@ -176,7 +193,7 @@ export function registerDeployCommands(program: Command): void {
       .description(`deploy the followed image if its digest changed (--check: exit 0 if an update is available, ${EXIT_NO_UPDATE} if not)`)
       .option('--check', 'only say whether an update is available'),
   ).action(async (o: DeployFlags & { check?: boolean }, cmd: Command) => {
-    const { finish, ...opts } = deployOptionsOf(cmd, o);
+    const { finish, ...opts } = await deployOptionsOf(cmd, o);
     try {
       if (o.check) {
         const lookup: { sourceConfig?: SourceConfig; platform?: Platform } = {};
@@ -237,7 +254,7 @@ export function registerDeployCommands(program: Command): void {
 
   program
     .command('gc')
-    .description('remove old deployments and the images only they used; keeps booted, next boot, last good, pending, pinned and the newest N')
+    .description('remove old deployments and the images only they used; keeps booted, next boot, last good, pending (and what it replaced), pinned and the newest N')
     .option('--keep <n>', 'newest deployments to keep', String(DEFAULT_KEEP))
     .option('--dry-run', 'only show what would be removed')
     .option('--wait <seconds>', 'wait this long for another ocisnap command to finish', '0')

@@ -1,0 +1,517 @@
+/**
+ * Deploy: make an image from the layer store the root filesystem of the next
+ * boot, as a snapper snapshot.
+ *
+ *   pull (if asked; outside the state lock, under the store's own lock)
+ *   ── under the state lock ──
+ *   recover an interrupted deploy (see recoverInterruptedDeploy)
+ *   reserve snapshot number N (mkdir .snapshots/N; snapper.ts)
+ *   state: inProgress = N                               ← from here a crash is undone by the next run
+ *   btrfs snapshot of the image's top layer → .snapshots/N/snapshot (O(1), extents shared)
+ *   /etc three-way merge (base: the current snapshot's image in the store)
+ *   deploy hooks (hooks.ts)
+ *   .snapshots/N/info.xml (snapper sees the snapshot from here on)
+ *   optional read-only property
+ *   btrfs set-default N; sync                           ← the commit point: N boots next
+ *   state: deployment N pending, inProgress cleared     ← a crash before this is finished by the next run
+ *
+ * A failure before the commit point removes every trace of N (except its
+ * number, never reused) and leaves the state as it was; the old default is
+ * never touched before the commit point.
+ */
+import { lstat } from 'node:fs/promises';
+import { join } from 'node:path';
+import { execa } from 'execa';
+import {
+  deleteSubvolume,
+  isSubvolume,
+  setDefaultSubvolume,
+  setReadonly,
+  showSubvolume,
+  snapshotSubvolume as btrfsSnapshot,
+} from '../btrfs/index.js';
+import { describeError, OcisnapError } from '../errors.js';
+import { digestHex } from '../oci/digest.js';
+import { hostPlatform } from '../oci/platform.js';
+import { formatReference, parseReference } from '../oci/reference.js';
+import type { Digest, Platform } from '../oci/types.js';
+import type { ProgressSink } from '../pull/progress.js';
+import { loadPolicyConfig, pullVerifier, verifyStoredImage, type PolicyConfig } from '../pull/policy-check.js';
+import { pullImage } from '../pull/pull.js';
+import { openConfiguredSource, type SourceConfig } from '../pull/source-config.js';
+import { resolveImage } from '../registry/source.js';
+import { Store, type ImageRecord } from '../store/index.js';
+import { isErrno } from '../sys/native.js';
+import { formatEtcMergeReport, mergeEtc, type EtcMergeReport } from './etc-merge.js';
+import { findHooks, hookDirsFor, noHooksNote, runHooks } from './hooks.js';
+import {
+  deploymentSnapshotInfo,
+  infoXmlPath,
+  OCISNAP_USERDATA,
+  readInfoXml,
+  releaseSnapshotDir,
+  reserveSnapshotNumber,
+  unregisterSnapshot,
+  writeInfoXml,
+} from './snapper.js';
+import {
+  addDeployment,
+  beginDeploy,
+  endDeploy,
+  findDeployment,
+  readState,
+  withStateLock,
+  writeState,
+  type State,
+} from './state.js';
+import { bootedSubvolume, checkSysroot, defaultSubvolume, pathInSysroot, snapshotPath, type SysrootPaths } from './sysroot.js';
+
+/** Extra userdata ocisnap writes besides OCISNAP_USERDATA: the store's image ID, so an interrupted deploy can be finished. */
+export const IMAGE_ID_USERDATA = 'ocisnap.image-id';
+
+/** The image is not in the layer store (with --no-pull), or vanished from it. */
+export class ImageNotFoundError extends OcisnapError {}
+
+/** The filesystem ran out of space. */
+export class NoSpaceError extends OcisnapError {}
+
+/** Something about the deploy itself failed (the snapshot was discarded). */
+export class DeployError extends OcisnapError {}
+
+export interface DeployOptions {
+  paths: SysrootPaths;
+  /** What to deploy, as the user wrote it: docker://REF, oci:DIR[:TAG], oci-archive:FILE[:TAG] or REF. */
+  image: string;
+  /** Pull the image (default true); false: it must already be in the store. */
+  pull?: boolean;
+  sourceConfig?: SourceConfig;
+  platform?: Platform;
+  /**
+   * The signature policy (containers-policy.json(5)) the image must satisfy;
+   * default: loadPolicyConfig() (/etc/containers/policy.json, whose absence is
+   * an error). Checked at pull, or, with `pull: false`, re-checked on the
+   * stored image (policy-check.ts verifyStoredImage).
+   */
+  policy?: PolicyConfig;
+  /** Set the new snapshot read-only, as MicroOS roots are. */
+  readOnly?: boolean;
+  /** Boot tries before the deployment counts as failed (state.ts DEFAULT_TRIES). */
+  tries?: number;
+  /** Run deploy hooks (default true). */
+  hooks?: boolean;
+  /** Extra host directories with hooks (after the snapshot's own). */
+  hookDirs?: string[];
+  /** The reference `ocisnap upgrade` follows from now on (default: `image`). */
+  follow?: string;
+  progress?: ProgressSink;
+  /** Informational lines for a user (stderr in the CLI). */
+  log?: (line: string) => void;
+  /** How long to wait for another ocisnap holding the state lock (default 0: fail at once). */
+  lockTimeoutMs?: number;
+}
+
+export interface DeployResult {
+  snapshot: number;
+  image: string;
+  manifestDigest: Digest;
+  imageId: string;
+  /** The snapshot whose /etc was merged (the running or default one), if it was a snapshot. */
+  parent?: number;
+  etc?: EtcMergeReport;
+  hooksRun: string[];
+}
+
+// ---------------------------------------------------------------- test crash points
+
+/**
+ * OCISNAP_TEST_CRASH_AT=<step>[+<ms>] kills this process with SIGKILL when the
+ * deploy reaches <step> (or <ms> milliseconds later, to land in the middle of
+ * the next step). For the fault-injection tests only.
+ */
+function crashPoint(step: string): void {
+  const spec = process.env['OCISNAP_TEST_CRASH_AT'];
+  if (spec === undefined || spec === '') return;
+  const [name, delay] = spec.split('+');
+  if (name !== step) return;
+  if (delay === undefined) process.kill(process.pid, 'SIGKILL');
+  else setTimeout(() => process.kill(process.pid, 'SIGKILL'), Number(delay)).unref();
+}
+
+// ---------------------------------------------------------------- errors
+
+function hasNoSpace(err: unknown): boolean {
+  for (let e = err, depth = 0; e !== undefined && e !== null && depth < 8; e = (e as { cause?: unknown }).cause, depth++) {
+    if (isErrno(e, 'ENOSPC') || isErrno(e, 'EDQUOT')) return true;
+    if (e instanceof Error && /no space left on device|ENOSPC/i.test(e.message)) return true;
+  }
+  return false;
+}
+
+/** Re-labels an out-of-space failure as one clear message; others pass unchanged. */
+function explainNoSpace(err: unknown, what: string, paths: SysrootPaths): unknown {
+  if (err instanceof NoSpaceError || !hasNoSpace(err)) return err;
+  return new NoSpaceError(
+    `${what}: the filesystem of ${paths.root} is full (${describeError(err)}); free space, e.g. with "ocisnap gc", and try again`,
+    { cause: err },
+  );
+}
+
+// ---------------------------------------------------------------- image lookup
+
+/** Opens the sysroot's layer store. */
+export async function openStore(paths: SysrootPaths): Promise<Store> {
+  return Store.open(paths.storageRoot);
+}
+
+export interface AcquiredImage {
+  record: ImageRecord;
+  manifestDigest: Digest;
+}
+
+/** Pulls `spec` into the store (skipping layers it has), enforcing `policy`, and returns the stored image. */
+export async function pullForDeploy(
+  store: Store,
+  spec: string,
+  policy: PolicyConfig,
+  opts: { sourceConfig?: SourceConfig; platform?: Platform; progress?: ProgressSink },
+): Promise<AcquiredImage> {
+  const opened = await openConfiguredSource(spec, opts.sourceConfig ?? {});
+  try {
+    const pullOpts: Parameters<typeof pullImage>[3] = { verify: pullVerifier(opened, policy) };
+    if (opts.platform) pullOpts.platform = opts.platform;
+    if (opts.progress) pullOpts.progress = opts.progress;
+    const result = await pullImage(opened.source, opened.reference, store, pullOpts);
+    return { record: result.image, manifestDigest: result.resolved.manifestDigest };
+  } finally {
+    await opened.source.close();
+  }
+}
+
+/**
+ * Finds `spec` in the store without pulling. A registry reference is looked
+ * up by name (or digest); an `oci:`/`oci-archive:` source is read locally to
+ * learn its image ID; anything else may be an image ID or ID prefix.
+ */
+export async function findStoredImage(
+  store: Store,
+  spec: string,
+  opts: { platform?: Platform; sourceConfig?: SourceConfig } = {},
+): Promise<AcquiredImage> {
+  let record: ImageRecord | undefined;
+  if (spec.startsWith('oci:') || spec.startsWith('oci-archive:')) {
+    const { source } = await openConfiguredSource(spec, opts.sourceConfig ?? {});
+    try {
+      const resolved = await resolveImage(source, opts.platform ?? hostPlatform());
+      record = await store.findImage(digestHex(resolved.configDigest));
+    } finally {
+      await source.close();
+    }
+  } else {
+    const bare = spec.startsWith('docker://') ? spec.slice('docker://'.length) : spec;
+    record = await store.findImage(bare).catch(() => undefined);
+    if (!record) {
+      let ref;
+      try {
+        ref = parseReference(bare);
+      } catch {
+        ref = undefined;
+      }
+      if (ref) {
+        if (ref.digest !== undefined) {
+          record = (await store.listImages()).find((i) => i.digest === ref.digest);
+        } else {
+          record = await store.findImage(formatReference({ ...ref, digest: undefined }));
+        }
+      }
+    }
+  }
+  if (!record) {
+    throw new ImageNotFoundError(`image ${spec} is not in the layer store ${store.graphRoot}; pull it first or leave out --no-pull`);
+  }
+  if (record.digest === undefined) throw new ImageNotFoundError(`image ${spec} (${record.id}) has no manifest digest in the layer store`);
+  return { record, manifestDigest: record.digest as Digest };
+}
+
+/** The top layer's subvolume of a stored image; refuses images without layers or with missing ones. */
+async function topLayerPath(store: Store, record: ImageRecord, spec: string): Promise<string> {
+  if (record.layer === undefined) throw new DeployError(`image ${spec} (${record.id}) has no layers: nothing to boot`);
+  const layer = await store.getLayer(record.layer);
+  const path = store.layerPath(record.layer);
+  if (!layer || !(await isSubvolume(path))) {
+    throw new ImageNotFoundError(`image ${spec}: its top layer ${record.layer} is missing from the layer store ${store.graphRoot}`);
+  }
+  return path;
+}
+
+// ---------------------------------------------------------------- the system being replaced
+
+export interface CurrentSystem {
+  /** The /etc holding the admin's changes (running system's, or the default snapshot's). */
+  etc?: string;
+  /** Its snapshot number, when it is a snapper snapshot. */
+  snapshot?: number;
+  /** The pristine /etc of the image it came from, when known. */
+  baseEtc?: string;
+  /** One line on where base and local come from (for the log). */
+  describe: string;
+}
+
+async function isDir(path: string): Promise<boolean> {
+  try {
+    return (await lstat(path)).isDirectory();
+  } catch {
+    return false;
+  }
+}
+
+/**
+ * The system whose /etc is carried over: on the running system (`/`) the
+ * booted one; with another sysroot the default subvolume (what would boot).
+ */
+export async function currentSystem(paths: SysrootPaths, state: State, store: Store): Promise<CurrentSystem> {
+  let snapshot: number | undefined;
+  let root: string | undefined;
+  if (paths.running) {
+    const booted = await bootedSubvolume();
+    snapshot = booted?.snapshot;
+    root = paths.root;
+  } else {
+    const def = await defaultSubvolume(paths);
+    snapshot = def.snapshot;
+    root = snapshot !== undefined ? snapshotPath(paths, snapshot) : await pathInSysroot(paths, def.fsPath);
+    if (root === undefined) {
+      throw new DeployError(
+        `the default subvolume ${def.fsPath || '(top level)'} of ${paths.root} is not visible under it; mount the filesystem's top level as the sysroot`,
+      );
+    }
+  }
+  const etc = join(root, 'etc');
+  const current: CurrentSystem = { describe: '' };
+  if (await isDir(etc)) current.etc = etc;
+  if (snapshot !== undefined) current.snapshot = snapshot;
+  const base = snapshot === undefined ? undefined : await baseImageOf(paths, state, store, snapshot);
+  if (base) {
+    const baseEtc = join(store.layerPath(base.layer!), 'etc');
+    if (await isDir(baseEtc)) current.baseEtc = baseEtc;
+  }
+  const who = snapshot === undefined ? root : `snapshot ${snapshot}`;
+  current.describe = !current.etc
+    ? `${who} has no /etc: the new snapshot keeps the image's /etc`
+    : `/etc of ${who}` + (current.baseEtc ? ` merged against its image's /etc` : ` merged without a base (its image is unknown or gone): local wins where they differ`);
+  return current;
+}
+
+/** The stored image snapshot `num` was deployed from: by the state, else by its info.xml digest. */
+async function baseImageOf(paths: SysrootPaths, state: State, store: Store, num: number): Promise<ImageRecord | undefined> {
+  const d = findDeployment(state, num);
+  let image: ImageRecord | undefined;
+  if (d) image = await store.findImage(d.imageId).catch(() => undefined);
+  if (!image) {
+    const info = await readInfoXml(paths.snapshotsDir, num).catch(() => undefined);
+    const id = info?.userdata[IMAGE_ID_USERDATA];
+    const digest = info?.userdata[OCISNAP_USERDATA.digest];
+    if (id !== undefined) image = await store.findImage(id).catch(() => undefined);
+    if (!image && digest !== undefined) image = (await store.listImages()).find((i) => i.digest === digest);
+  }
+  return image?.layer === undefined ? undefined : image;
+}
+
+// ---------------------------------------------------------------- recovery
+
+/**
+ * Undoes a reserved snapshot that never became the default: info.xml first
+ * (snapper stops listing it), then the subvolume, then the directory.
+ */
+async function discardSnapshot(paths: SysrootPaths, num: number): Promise<void> {
+  await unregisterSnapshot(paths.snapshotsDir, num);
+  const sub = snapshotPath(paths, num);
+  if (await isSubvolume(sub)) {
+    const id = (await showSubvolume(sub)).id;
+    await deleteSubvolume(sub, { recursive: true });
+    // Deletion frees space in the background, once a transaction commits; on a
+    // full filesystem the state write that follows needs that space. So commit
+    // now (else the cleaner waits for the 30 s commit interval), then wait for it.
+    await execa('btrfs', ['filesystem', 'sync', paths.root], { reject: false, stdin: 'ignore' });
+    await execa('btrfs', ['subvolume', 'sync', paths.root, String(id)], { reject: false, stdin: 'ignore' });
+  }
+  await releaseSnapshotDir(paths.snapshotsDir, num);
+}
+
+/**
+ * Finishes or undoes a deploy that died (state.inProgress), holding the state
+ * lock: if its snapshot already is the default it is recorded as the pending
+ * deployment it was about to become; otherwise every trace of it is removed.
+ * Returns a line for the user, or undefined when there was nothing to do.
+ */
+export async function recoverInterruptedDeployLocked(paths: SysrootPaths): Promise<string | undefined> {
+  const state = await readState(paths.root);
+  const ip = state.inProgress;
+  if (!ip) return undefined;
+  const num = ip.snapshot;
+  const sub = snapshotPath(paths, num);
+  const def = await defaultSubvolume(paths);
+  const isDefault = (await isSubvolume(sub)) && (await showSubvolume(sub)).id === def.id;
+  if (isDefault && !findDeployment(state, num)) {
+    const info = await readInfoXml(paths.snapshotsDir, num);
+    const digest = info.userdata[OCISNAP_USERDATA.digest];
+    const imageId = info.userdata[IMAGE_ID_USERDATA];
+    const image = info.userdata[OCISNAP_USERDATA.image] ?? ip.image;
+    if (digest === undefined || imageId === undefined) {
+      throw new DeployError(`${infoXmlPath(paths.snapshotsDir, num)}: an interrupted deploy's snapshot is the default but lacks ocisnap userdata`);
+    }
+    await writeState(paths.root, endDeploy(addDeployment(state, { snapshot: num, image, manifestDigest: digest as Digest, imageId }, { followed: image })));
+    return `finished the interrupted deploy of ${image}: snapshot ${num} is the next boot`;
+  }
+  if (isDefault) {
+    await writeState(paths.root, endDeploy(state));
+    return undefined;
+  }
+  await discardSnapshot(paths, num);
+  await writeState(paths.root, endDeploy(state));
+  return `removed the interrupted deploy of ${ip.image} (snapshot ${num}); the default is unchanged`;
+}
+
+/** Takes the state lock and recovers (for commands that only need recovery). */
+export async function recoverInterruptedDeploy(paths: SysrootPaths, opts: { lockTimeoutMs?: number } = {}): Promise<string | undefined> {
+  return withStateLock(paths.root, () => recoverInterruptedDeployLocked(paths), { timeoutMs: opts.lockTimeoutMs ?? 0 });
+}
+
+// ---------------------------------------------------------------- deploy
+
+/** Deploys `opts.image` as the next boot; see the file comment for the steps. */
+export async function deploy(opts: DeployOptions): Promise<DeployResult> {
+  const { paths } = opts;
+  const log = opts.log ?? (() => undefined);
+  await checkSysroot(paths);
+  const store = await openStore(paths);
+
+  let acquired: AcquiredImage;
+  try {
+    const lookup: { platform?: Platform; sourceConfig?: SourceConfig; progress?: ProgressSink } = {};
+    if (opts.platform) lookup.platform = opts.platform;
+    if (opts.sourceConfig) lookup.sourceConfig = opts.sourceConfig;
+    if (opts.progress) lookup.progress = opts.progress;
+    // The policy first: one that cannot be read stops the deploy before anything is fetched.
+    const policy = opts.policy ?? (await loadPolicyConfig());
+    if (opts.pull === false) {
+      acquired = await findStoredImage(store, opts.image, lookup);
+      // A policy tightened, or a signature withdrawn, since the pull counts.
+      await verifyStoredImage(store, acquired.record, opts.image, { config: policy, sourceConfig: opts.sourceConfig ?? {} });
+    } else {
+      acquired = await pullForDeploy(store, opts.image, policy, lookup);
+    }
+  } catch (err) {
+    throw explainNoSpace(err, `pulling ${opts.image}`, paths);
+  }
+  crashPoint('pulled');
+
+  return withStateLock(
+    paths.root,
+    async () => {
+      const recovered = await recoverInterruptedDeployLocked(paths);
+      if (recovered) log(recovered);
+      const state = await readState(paths.root);
+      // Re-read under the lock: a gc may have removed the image since the pull.
+      const record = await store.findImage(acquired.record.id);
+      if (!record) throw new ImageNotFoundError(`image ${opts.image} (${acquired.record.id}) vanished from the layer store; try again`);
+      const layer = await topLayerPath(store, record, opts.image);
+      const current = await currentSystem(paths, state, store);
+
+      const num = await reserveSnapshotNumber(paths.snapshotsDir, { above: state.highestSnapshot });
+      crashPoint('reserved');
+      await writeState(paths.root, beginDeploy(state, num, opts.image));
+      crashPoint('begun');
+
+      const target = snapshotPath(paths, num);
+      let etcReport: EtcMergeReport | undefined;
+      let hooksRun: string[] = [];
+      try {
+        await btrfsSnapshot(layer, target);
+        crashPoint('snapshotted');
+
+        log(current.describe);
+        const targetEtc = join(target, 'etc');
+        if (current.etc) {
+          if (!(await isDir(targetEtc))) {
+            throw new DeployError(`image ${opts.image} has no /etc directory; refusing to deploy a root without one`);
+          }
+          crashPoint('merging');
+          etcReport = await mergeEtc(current.baseEtc ? { base: current.baseEtc, local: current.etc, target: targetEtc } : { local: current.etc, target: targetEtc });
+          for (const line of formatEtcMergeReport(etcReport)) log(line);
+        }
+        crashPoint('merged');
+
+        if (opts.hooks !== false) {
+          const found = await findHooks(hookDirsFor(target, opts.hookDirs ?? []));
+          for (const line of found.ignored) log(`ignored hook: ${line}`);
+          if (found.hooks.length === 0) log(noHooksNote(found.searched));
+          hooksRun = await runHooks(
+            found.hooks,
+            { snapshotPath: target, snapshot: num, image: opts.image, manifestDigest: acquired.manifestDigest, sysroot: paths.root },
+            { log },
+          );
+        } else {
+          log('note: deploy hooks disabled: the new snapshot\'s kernel, initrd and boot loader configuration were not regenerated');
+        }
+        crashPoint('hooks-done');
+
+        // cleanup '': ocisnap's gc decides when a deployment goes, not snapper's
+        // number cleanup, which may remove the last known good (snapper.ts).
+        await writeInfoXml(
+          paths.snapshotsDir,
+          deploymentSnapshotInfo({
+            num,
+            image: opts.image,
+            manifestDigest: acquired.manifestDigest,
+            cleanup: '',
+            userdata: { [IMAGE_ID_USERDATA]: record.id },
+          }),
+        );
+        crashPoint('registered');
+        if (opts.readOnly) await setReadonly(target, true);
+
+        const id = (await showSubvolume(target)).id;
+        crashPoint('before-set-default');
+        await setDefaultSubvolume(id, paths.root);
+      } catch (err) {
+        try {
+          // set-default may have taken effect and still reported a failure: then N
+          // is what boots next and must stay; the next run's recovery records it.
+          if ((await defaultSubvolume(paths)).snapshot !== num) {
+            await discardSnapshot(paths, num);
+            await writeState(paths.root, endDeploy(await readState(paths.root)));
+          }
+        } catch (undoErr) {
+          throw new DeployError(
+            `deploying ${opts.image} failed (${describeError(explainNoSpace(err, 'deploy', paths))}) and snapshot ${num} could not be removed (${describeError(undoErr)}); the next ocisnap command retries`,
+            { cause: err },
+          );
+        }
+        throw explainNoSpace(err, `deploying ${opts.image}`, paths);
+      }
+      crashPoint('default-set');
+      // The commit point must survive a power cut before the state says so.
+      await execa('btrfs', ['filesystem', 'sync', paths.root], { reject: false, stdin: 'ignore' });
+
+      const next: { tries?: number; followed?: string } = { followed: opts.follow ?? opts.image };
+      if (opts.tries !== undefined) next.tries = opts.tries;
+      const deployment: Parameters<typeof addDeployment>[1] = {
+        snapshot: num,
+        image: opts.image,
+        manifestDigest: acquired.manifestDigest,
+        imageId: record.id,
+      };
+      if (current.snapshot !== undefined) deployment.parent = current.snapshot;
+      await writeState(paths.root, endDeploy(addDeployment(await readState(paths.root), deployment, next)));
+      crashPoint('done');
+
+      const result: DeployResult = { snapshot: num, image: opts.image, manifestDigest: acquired.manifestDigest, imageId: record.id, hooksRun };
+      if (current.snapshot !== undefined) result.parent = current.snapshot;
+      if (etcReport) result.etc = etcReport;
+      return result;
+    },
+    { timeoutMs: opts.lockTimeoutMs ?? 0 },
+  ).catch((err: unknown) => {
+    throw explainNoSpace(err, `deploying ${opts.image}`, paths);
+  });
+}

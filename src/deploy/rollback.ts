@@ -1,0 +1,78 @@
+/**
+ * Manual rollback: make an earlier snapshot the default subvolume (what boots
+ * next), as health-checker does on MicroOS (`btrfs subvolume set-default
+ * <last good>`), and record it in the state.
+ *
+ * Target: snapshot N, or the last known good deployment. Refused without
+ * `force`: a snapshot ocisnap did not deploy (snapper's own, tukit's), and a
+ * deployment whose trial failed (bad). A pending deployment rolled away from
+ * is superseded (its trial ends without a verdict).
+ */
+import { isSubvolume, setDefaultSubvolume, showSubvolume } from '../btrfs/index.js';
+import { OcisnapError } from '../errors.js';
+import { recoverInterruptedDeployLocked } from './deploy.js';
+import { readInfoXml } from './snapper.js';
+import { findDeployment, pendingDeployment, readState, supersede, withStateLock, writeState } from './state.js';
+import { checkSysroot, defaultSubvolume, snapshotPath, type SysrootPaths } from './sysroot.js';
+
+export class RollbackError extends OcisnapError {}
+
+export interface RollbackOptions {
+  paths: SysrootPaths;
+  /** Snapshot number; default: the last known good deployment. */
+  target?: number;
+  force?: boolean;
+  log?: (line: string) => void;
+  lockTimeoutMs?: number;
+}
+
+export interface RollbackResult {
+  /** The new default. */
+  snapshot: number;
+  /** The snapshot that was the default before (when it was a snapshot). */
+  previous?: number;
+  /** Nothing changed: the target already was the default. */
+  unchanged: boolean;
+}
+
+export async function rollback(opts: RollbackOptions): Promise<RollbackResult> {
+  const { paths } = opts;
+  const log = opts.log ?? (() => undefined);
+  await checkSysroot(paths);
+  return withStateLock(
+    paths.root,
+    async () => {
+      const recovered = await recoverInterruptedDeployLocked(paths);
+      if (recovered) log(recovered);
+      let state = await readState(paths.root);
+      const num = opts.target ?? state.lastGood;
+      if (num === undefined) {
+        throw new RollbackError('no deployment is known good yet; name the snapshot to roll back to: ocisnap rollback N');
+      }
+      const sub = snapshotPath(paths, num);
+      if (!(await isSubvolume(sub))) throw new RollbackError(`snapshot ${num} does not exist (${sub} is not a btrfs subvolume)`);
+      await readInfoXml(paths.snapshotsDir, num).catch((err: unknown) => {
+        throw new RollbackError(`snapshot ${num} is not a valid snapper snapshot: ${(err as Error).message}`, { cause: err });
+      });
+      const d = findDeployment(state, num);
+      if (!d && !opts.force) {
+        throw new RollbackError(`snapshot ${num} was not deployed by ocisnap (snapper's or tukit's own); use --force to boot it anyway`);
+      }
+      if (d?.status === 'bad' && !opts.force) {
+        throw new RollbackError(`snapshot ${num} failed its health checks (marked bad); use --force to boot it anyway`);
+      }
+      const def = await defaultSubvolume(paths);
+      const id = (await showSubvolume(sub)).id;
+      const result: RollbackResult = { snapshot: num, unchanged: id === def.id };
+      if (def.snapshot !== undefined) result.previous = def.snapshot;
+      if (!result.unchanged) await setDefaultSubvolume(id, paths.root);
+      const pending = pendingDeployment(state);
+      if (pending && pending.snapshot !== num) {
+        state = supersede(state, pending.snapshot, { by: 'rollback', reason: `rolled back to snapshot ${num}` });
+        await writeState(paths.root, state);
+      }
+      return result;
+    },
+    { timeoutMs: opts.lockTimeoutMs ?? 0 },
+  );
+}
