@@ -3,8 +3,10 @@
 # Debian packages the tests, the demo and the benchmark use.
 OCISNAP_DEBIAN_PACKAGES=(
   btrfs-progs docker-registry podman skopeo buildah umoci snapper
-  libarchive-tools debootstrap apache2-utils gnupg attr
+  libarchive-tools debootstrap apache2-utils gnupg attr time zstd
+  golang-github-containers-common
   python3 make g++ ca-certificates curl
+  qemu-system-x86 grub-pc-bin
 )
 
 ensure_root() {
@@ -23,6 +25,15 @@ ensure_debian_packages() {
     echo "installing Debian packages: ${missing[*]}"
     apt-get update -q
     DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends "${missing[@]}"
+  fi
+  # `ocisnap pull` enforces /etc/containers/policy.json as podman does (a
+  # missing file is an error); Debian's golang-github-containers-common
+  # installs it (insecureAcceptAnything). A deleted conffile is not restored
+  # by apt-get install, so say how.
+  if [ ! -f /etc/containers/policy.json ]; then
+    echo "ocisnap: /etc/containers/policy.json is missing; restore it with:" >&2
+    echo "  apt-get install --reinstall -o Dpkg::Options::=--force-confmiss golang-github-containers-common" >&2
+    exit 1
   fi
   # Debian's docker-registry package starts a registry on :5000 of every
   # address where systemd runs; the tests start their own on 127.0.0.1 only.

@@ -1,7 +1,10 @@
 /** The command-line grammar of ocisnap (commander), mapped onto the library. */
 import { Command, Option } from 'commander';
 import { UsageError } from '../errors.js';
+import { defaultPolicyPath } from '../policy/policy-json.js';
+import { defaultRegistriesDPath } from '../policy/registries-d.js';
 import { parsePlatform } from '../oci/platform.js';
+import { checkImagePolicy, loadPolicyConfig, pullVerifier } from '../pull/policy-check.js';
 import { openConfiguredSource } from '../pull/source-config.js';
 import { pullImage } from '../pull/pull.js';
 import { Store } from '../store/index.js';
@@ -40,6 +43,8 @@ export function buildProgram(): Command {
     .option('--authfile <file>', 'containers-auth.json(5) credentials file')
     .option('--tls-verify <bool>', 'require HTTPS with a verified certificate', 'true')
     .option('--registries-conf <file>', 'registries.conf to use')
+    .option('--signature-policy <file>', `containers-policy.json(5) to enforce (default ${defaultPolicyPath})`)
+    .option('--registries-d <dir>', `containers-registries.d(5) lookaside configuration (default ${defaultRegistriesDPath})`)
     .option('--progress <mode>', 'auto, tty, plain, json or none', 'auto')
     .option('-q, --quiet', 'print only the image ID')
     .action(async (image: string, o, cmd: Command) => {
@@ -47,20 +52,60 @@ export function buildProgram(): Command {
       const mode = o.quiet ? 'none' : parseProgressMode(o.progress);
       const tlsVerify = parseBool('--tls-verify', o.tlsVerify);
       const platform = o.platform ? parsePlatform(o.platform) : undefined;
+      // The policy first: a policy that cannot be read stops the pull before anything is fetched.
+      const policy = await loadPolicyConfig({ signaturePolicy: o.signaturePolicy, registriesD: o.registriesD });
       const store = await Store.open(g.storageRoot);
-      const { source, reference } = await openConfiguredSource(image, {
+      const renderer = createRenderer(mode);
+      const opened = await openConfiguredSource(image, {
         authFile: o.authfile,
         tlsVerify,
         registriesConf: o.registriesConf,
+        onNote: (message) => renderer.sink({ type: 'note', message }),
       });
-      const renderer = createRenderer(mode);
       try {
-        const result = await pullImage(source, reference, store, { platform, progress: renderer.sink });
+        const result = await pullImage(opened.source, opened.reference, store, {
+          platform,
+          progress: renderer.sink,
+          verify: pullVerifier(opened, policy),
+        });
         renderer.finish();
         process.stdout.write(`${result.image.id}\n`);
       } finally {
-        await source.close();
+        await opened.source.close();
       }
+    });
+
+  const policy = program.command('policy').description('signature policy (containers-policy.json(5)) tools');
+  policy
+    .command('check')
+    .description('say whether the policy accepts an image, which requirement applied and why (reads only its manifest and signatures; exit 0 accepted, 1 rejected)')
+    .argument('<image>', 'docker://REF, REF, dir:DIR, oci:DIR[:TAG] or oci-archive:FILE[:TAG]')
+    .option('--signature-policy <file>', `containers-policy.json(5) (default ${defaultPolicyPath})`)
+    .option('--registries-d <dir>', `containers-registries.d(5) lookaside configuration (default ${defaultRegistriesDPath})`)
+    .option('--authfile <file>', 'containers-auth.json(5) credentials file')
+    .option('--tls-verify <bool>', 'require HTTPS with a verified certificate', 'true')
+    .option('--registries-conf <file>', 'registries.conf to use')
+    .action(async (image: string, o) => {
+      const config = await loadPolicyConfig({ signaturePolicy: o.signaturePolicy, registriesD: o.registriesD });
+      const report = await checkImagePolicy(image, config, {
+        authFile: o.authfile,
+        tlsVerify: parseBool('--tls-verify', o.tlsVerify),
+        registriesConf: o.registriesConf,
+        onNote: (message) => process.stderr.write(`${message}\n`),
+      });
+      const lines = [`Image: ${report.image}`, `Manifest: ${report.digest}`, `Policy: ${report.policy}`];
+      if (report.result.accepted) {
+        const v = report.result.verification;
+        lines.push(`Scope: ${v.scope}`, `Requirement: ${v.requirement}`);
+        if (v.keyId !== undefined) lines.push(`Key: ${v.keyId}`);
+        lines.push(`Result: accepted: ${v.details.slice(v.details.indexOf(': allowed by ') + 2)}`);
+        process.stdout.write(`${lines.join('\n')}\n`);
+        return;
+      }
+      const e = report.result.error;
+      lines.push(`Scope: ${e.scope}`, `Requirement: ${e.requirement}`, `Result: rejected: ${e.reason}`);
+      process.stdout.write(`${lines.join('\n')}\n`);
+      throw e;
     });
 
   program

@@ -47,6 +47,12 @@ export function formatBytes(n: number): string {
 function plainSink(out: NodeJS.WriteStream): ProgressSink {
   return (e: PullEvent) => {
     switch (e.type) {
+      case 'note':
+        out.write(`${e.message}\n`);
+        break;
+      case 'verified':
+        out.write(`${e.details}\n`);
+        break;
       case 'resolved':
         out.write(`Resolved ${e.image} to ${e.manifestDigest}: ${e.layers} layers, ${e.missing} to fetch\n`);
         break;
@@ -112,8 +118,20 @@ function ttyRenderer(out: NodeJS.WriteStream): Renderer {
     }
     return b;
   };
+  /** A line that stays above the bars. */
+  const above = (line: string) => {
+    if (drawn > 0) out.write(`\x1b[${drawn}F\x1b[0J`);
+    out.write(`${line}\n`);
+    drawn = 0;
+  };
   const sink: ProgressSink = (e) => {
     switch (e.type) {
+      case 'note':
+        above(e.message);
+        return;
+      case 'verified':
+        above(e.details);
+        return;
       case 'resolved':
         header = `Pulling ${e.image} (${e.manifestDigest.slice(0, 19)}…): ${e.layers} layers, ${e.missing} to fetch`;
         break;

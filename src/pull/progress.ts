@@ -6,6 +6,10 @@
 import type { Digest } from '../oci/types.js';
 
 export type PullEvent =
+  /** Something the user may want to know (short-name resolution, a mirror used or skipped). */
+  | { type: 'note'; message: string }
+  /** The signature policy accepted the image (before anything else was fetched). */
+  | { type: 'verified'; image: string; digest: Digest; requirement: string; scope: string; keyId?: string; details: string }
   | { type: 'resolved'; image: string; manifestDigest: Digest; layers: number; missing: number }
   | { type: 'layer-reused'; digest: Digest; layerId: string }
   | { type: 'layer-download-start'; digest: Digest; size: number }

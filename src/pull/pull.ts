@@ -19,6 +19,13 @@ import { applyLayer, decompressStream } from '../layers/index.js';
 import { resolveImage, type ImageSource, type ResolvedImage } from '../registry/source.js';
 import { layerIdsFor, TarSplitRecorder, type ImageRecord, type Store } from '../store/index.js';
 import { noProgress, type ProgressSink } from './progress.js';
+import {
+  mergeVerifications,
+  readImageVerifications,
+  serializeVerifications,
+  verificationsKey,
+  type ImageVerification,
+} from './verification-record.js';
 
 export interface PullOptions {
   platform?: Platform;
@@ -26,11 +33,22 @@ export interface PullOptions {
   concurrency?: number;
   progress?: ProgressSink;
   signal?: AbortSignal;
+  /**
+   * The signature policy check (policy-check.ts pullVerifier), given the
+   * top-level manifest's digest (the index's, for a multi-platform image).
+   * Called after only that manifest has been read: before the config, any
+   * layer or the store is touched; it throws to refuse the image. Its result
+   * is returned and recorded with the image (verification-record.ts).
+   * Without it no policy is applied: every caller acting for a user passes one.
+   */
+  verify?: (topDigest: Digest) => Promise<ImageVerification>;
 }
 
 export interface PullResult {
   image: ImageRecord;
   resolved: ResolvedImage;
+  /** What the policy said (when `verify` was given). */
+  verification?: ImageVerification;
   /** Layers fetched and applied by this pull. */
   fetched: number;
   /** Layers that were already in the store. */
@@ -60,7 +78,27 @@ export async function pullImage(
 ): Promise<PullResult> {
   const started = performance.now();
   const progress = opts.progress ?? noProgress;
+  // containers/image copy.go: the policy is evaluated on the unparsed top-level image first.
+  const top = await source.getManifest();
+  let verification: ImageVerification | undefined;
+  if (opts.verify) {
+    verification = await opts.verify(top.digest);
+    progress({
+      type: 'verified',
+      image: source.name,
+      digest: top.digest,
+      requirement: verification.requirement,
+      scope: verification.scope,
+      ...(verification.keyId !== undefined && { keyId: verification.keyId }),
+      details: verification.details,
+    });
+  }
   const resolved = await resolveImage(source, opts.platform ?? hostPlatform());
+  // Sources return the top manifest they read first; a different one now would not be the verified image.
+  const resolvedTop = resolved.indexDigest ?? resolved.manifestDigest;
+  if (resolvedTop !== top.digest) {
+    throw new UntrustedInputError(`${source.name}: the top-level manifest changed during the pull (${top.digest}, then ${resolvedTop})`);
+  }
   const plan = planLayers(source.name, resolved);
 
   return store.lock(async () => {
@@ -94,14 +132,24 @@ export async function pullImage(
       } finally {
         await downloads.settled();
       }
+      const id = digestHex(resolved.configDigest);
+      const bigData: Record<string, Buffer> = {};
+      if (verification !== undefined) {
+        const existing = await store.findImage(id);
+        const previous = existing?.id === id ? await readImageVerifications(store, existing) : [];
+        bigData[verificationsKey] = serializeVerifications(mergeVerifications(previous, verification));
+      }
       image = await store.putImage({
-      id: digestHex(resolved.configDigest),
-      manifestDigest: resolved.manifestDigest,
-      manifestBytes: resolved.manifestBytes,
-      configBytes: resolved.configBytes,
-      topLayer: plan.at(-1)!.id,
-      names: reference?.tag !== undefined ? [formatReference({ ...reference, digest: undefined })] : [],
-      created: resolved.config.created ? new Date(resolved.config.created) : undefined,
+        id,
+        manifestDigest: resolved.manifestDigest,
+        manifestBytes: resolved.manifestBytes,
+        configBytes: resolved.configBytes,
+        topLayer: plan.at(-1)!.id,
+        names: reference?.tag !== undefined ? [formatReference({ ...reference, digest: undefined })] : [],
+        created: resolved.config.created ? new Date(resolved.config.created) : undefined,
+        ...(resolved.indexDigest !== undefined &&
+          resolved.indexBytes !== undefined && { index: { digest: resolved.indexDigest, bytes: resolved.indexBytes } }),
+        bigData,
       });
     } catch (err) {
       // Take back the layers this pull made, so a failed pull leaves the store as it was.
@@ -111,7 +159,13 @@ export async function pullImage(
       await rm(tmpDir, { recursive: true, force: true });
     }
     progress({ type: 'done', image: source.name, imageId: image.id, seconds: (performance.now() - started) / 1000 });
-    return { image, resolved, fetched: missing.length, reused: plan.length - missing.length };
+    return {
+      image,
+      resolved,
+      ...(verification !== undefined && { verification }),
+      fetched: missing.length,
+      reused: plan.length - missing.length,
+    };
   });
 }
 

@@ -75,6 +75,8 @@ export interface OpenedSource {
   shortName?: string;
   /** dir:, oci:, oci-archive: the path given (without :TAG). */
   path?: string;
+  /** oci:, oci-archive: the image name after the path (`oci:DIR:TAG`), if any. */
+  tag?: string;
 }
 
 /** The registry (or an endpoint's registry) is `blocked = true` in registries.conf. */
@@ -138,8 +140,13 @@ export async function openConfiguredSource(spec: string, config: SourceConfig = 
   const local = localTransports.find((t) => spec.startsWith(t.prefix));
   if (local !== undefined) {
     const rest = spec.slice(local.prefix.length);
-    const path = local.transport === 'dir' ? rest : splitPathAndTag(spec, rest).path;
-    return { source: await openSource(spec, { signal: config.signal }), transport: local.transport, path };
+    const { path, tag } = local.transport === 'dir' ? { path: rest, tag: undefined } : splitPathAndTag(spec, rest);
+    return {
+      source: await openSource(spec, { signal: config.signal }),
+      transport: local.transport,
+      path,
+      ...(tag !== undefined && { tag }),
+    };
   }
   let name: string;
   if (spec.startsWith('docker://')) {

@@ -23,6 +23,8 @@ export interface ResolvedImage {
   configDigest: Digest;
   /** The index (manifest list) the manifest was chosen from, when there was one. */
   indexDigest?: Digest;
+  /** That index's bytes (stored beside the manifest, as containers/image does). */
+  indexBytes?: Buffer;
 }
 
 const configTypes = new Set<string>([MediaType.ociConfig, MediaType.dockerConfig]);
@@ -94,6 +96,9 @@ export async function resolveImage(source: ImageSource, platform: Platform): Pro
     configBytes,
     configDigest: manifest.config.digest,
   };
-  if (indexDigest !== undefined) resolved.indexDigest = indexDigest;
+  if (indexDigest !== undefined) {
+    resolved.indexDigest = indexDigest;
+    resolved.indexBytes = top.bytes;
+  }
   return resolved;
 }

@@ -95,6 +95,12 @@ export interface ImageSpec {
   created?: Date;
   /** The index (manifest list) the manifest was selected from, stored as podman does. */
   index?: { digest: Digest; bytes: Buffer };
+  /**
+   * Extra big-data items of ocisnap's own, written with the image record (e.g.
+   * "ocisnap.verifications"); keys must start with "ocisnap." so they never
+   * collide with containers/image's (containers/storage keeps unknown keys).
+   */
+  bigData?: Record<string, Buffer>;
 }
 
 const incompleteFlag = 'incomplete';
@@ -306,6 +312,10 @@ export class Store {
         items.push([`manifest-${spec.manifestDigest}`, spec.manifestBytes]);
         items.push(['manifest', spec.manifestBytes]);
         items.push([`signature-${digestHex(spec.manifestDigest)}`, Buffer.alloc(0)]);
+        for (const [key, data] of Object.entries(spec.bigData ?? {})) {
+          if (!key.startsWith('ocisnap.')) throw new UsageError(`image big-data key ${JSON.stringify(key)} does not start with "ocisnap."`);
+          items.push([key, data]);
+        }
         for (const [key, data] of items) {
           await writeImageBigData(this.layout, spec.id, key, data);
           const names = (image['big-data-names'] ??= []);
