@@ -20,8 +20,8 @@ import { defaultRegistriesDPath } from '../policy/registries-d.js';
 import { deploy, type DeployOptions, type DeployResult } from '../deploy/deploy.js';
 import { DEFAULT_KEEP, gc } from '../deploy/gc.js';
 import { rollback } from '../deploy/rollback.js';
-import { formatList, formatStatus, systemStatus } from '../deploy/status.js';
-import { setFollowed, updateState } from '../deploy/state.js';
+import { formatList, formatStatus, systemStatus, verificationLine, type VerificationStatus } from '../deploy/status.js';
+import { setFollowed, updateState, type DeploymentVerification } from '../deploy/state.js';
 import { sysrootPaths, type SysrootPaths } from '../deploy/sysroot.js';
 import { checkForUpdate, upgrade } from '../deploy/upgrade.js';
 import { createRenderer, parseProgressMode } from './progress.js';
@@ -34,7 +34,13 @@ interface Globals {
   storageRoot?: string;
 }
 
-function pathsOf(cmd: Command): SysrootPaths {
+/**
+ * The sysroot and layer store a command acts on: `--sysroot DIR` (default
+ * `/`), its store DIR/var/lib/ocisnap/storage unless `--storage-root` or
+ * OCISNAP_STORAGE_ROOT (non-empty) names one explicitly. Shared by every
+ * command that opens the store (pull, images, inspect, rmi too).
+ */
+export function pathsOf(cmd: Command): SysrootPaths {
   const g = cmd.optsWithGlobals() as Globals;
   const source = cmd.getOptionValueSourceWithGlobals('storageRoot');
   const explicit = source === 'cli' || source === 'env';
@@ -115,6 +121,7 @@ interface DeployFlags extends PullFlags {
   hookDir: string[];
   wait: string;
   pull?: boolean;
+  trustRecordedWhenOffline?: boolean;
 }
 
 async function deployOptionsOf(cmd: Command, o: DeployFlags): Promise<Omit<DeployOptions, 'image'> & { finish: () => void }> {
@@ -137,27 +144,47 @@ async function deployOptionsOf(cmd: Command, o: DeployFlags): Promise<Omit<Deplo
   };
   if (o.tries !== undefined) opts.tries = parseCount('--tries', o.tries, 1);
   if (o.pull === false) opts.pull = false;
+  if (o.trustRecordedWhenOffline) {
+    if (o.pull !== false) throw new UsageError('--trust-recorded-when-offline only applies with --no-pull (a pull checks the signatures at the registry)');
+    opts.trustRecordedWhenOffline = true;
+  }
   return opts;
+}
+
+function statusVerification(v: DeploymentVerification): VerificationStatus {
+  return { requirement: v.requirement, scope: v.scope, keyId: v.keyId ?? null, at: v.at, fromRecord: v.fromRecord === true };
 }
 
 function printDeployed(r: DeployResult): void {
   process.stdout.write(`Deployed ${r.image} (${r.manifestDigest}) as snapshot ${r.snapshot}; it boots next.\n`);
+  if (r.verification) process.stdout.write(`Signature: ${verificationLine(statusVerification(r.verification))}\n`);
   if (r.etc && r.etc.conflicts.length > 0) {
     process.stdout.write(`${r.etc.conflicts.length} /etc conflict(s) need a look (listed above).\n`);
   }
 }
 
-export function registerDeployCommands(program: Command): void {
+/** The global `--sysroot DIR` option (added once; program.ts adds it first). */
+export function addSysrootOption(program: Command): void {
   if (!program.options.some((opt) => opt.long === '--sysroot')) {
-    program.addOption(new Option('--sysroot <dir>', 'act on the btrfs filesystem mounted at DIR instead of the running system').default('/'));
+    program.addOption(
+      new Option('--sysroot <dir>', 'act on the btrfs filesystem mounted at DIR instead of the running system (its layer store too)').default('/'),
+    );
   }
+}
+
+export function registerDeployCommands(program: Command): void {
+  addSysrootOption(program);
 
   withDeployOptions(
     program
       .command('deploy')
       .description('deploy an image as the next boot snapshot (pulls it first unless --no-pull)')
       .argument('<image>', 'docker://REF, oci:DIR[:TAG], oci-archive:FILE[:TAG] or REF')
-      .option('--no-pull', 'use the image already in the layer store'),
+      .option('--no-pull', 'use the image already in the layer store (its signatures are re-checked at the registry)')
+      .option(
+        '--trust-recorded-when-offline',
+        'with --no-pull: if the registry cannot be reached, accept the verification recorded at pull under the same policy',
+      ),
   ).action(async (image: string, o: DeployFlags, cmd: Command) => {
     const { finish, ...opts } = await deployOptionsOf(cmd, o);
     try {

@@ -8,32 +8,35 @@ import { checkImagePolicy, loadPolicyConfig, pullVerifier } from '../pull/policy
 import { openConfiguredSource } from '../pull/source-config.js';
 import { pullImage } from '../pull/pull.js';
 import { Store } from '../store/index.js';
-import { registerDeployCommands } from './deploy-commands.js';
+import { addSysrootOption, pathsOf, registerDeployCommands } from './deploy-commands.js';
+import { registerHealthCommands } from './health-commands.js';
 import { createRenderer, parseProgressMode } from './progress.js';
 import { imagesTable, inspectImage, listImageSummaries } from './images.js';
 
+/** The layer store of the running system (sysroot `/`). */
 export const defaultStorageRoot = '/var/lib/ocisnap/storage';
 
-interface GlobalOptions {
-  storageRoot: string;
-  debug?: boolean;
-}
-
-function globals(cmd: Command): GlobalOptions {
-  return cmd.optsWithGlobals() as GlobalOptions;
+/**
+ * The layer store a command uses: `--storage-root`/OCISNAP_STORAGE_ROOT when
+ * given, else SYSROOT/var/lib/ocisnap/storage (deploy-commands.ts pathsOf),
+ * so `pull` fills the store that `deploy --no-pull` reads.
+ */
+function storageRootOf(cmd: Command): string {
+  return pathsOf(cmd).storageRoot;
 }
 
 export function buildProgram(): Command {
   const program = new Command('ocisnap')
     .description('Turn OCI images into bootable btrfs snapshots')
     .addOption(
-      new Option('--storage-root <dir>', 'layer store (containers/storage btrfs layout)')
-        .default(defaultStorageRoot)
-        .env('OCISNAP_STORAGE_ROOT'),
+      new Option('--storage-root <dir>', `layer store (containers/storage btrfs layout; default SYSROOT/var/lib/ocisnap/storage, ${defaultStorageRoot} for /)`).env(
+        'OCISNAP_STORAGE_ROOT',
+      ),
     )
     .option('--debug', 'print stack traces of internal errors')
     .exitOverride()
     .configureOutput({ writeErr: (s) => process.stderr.write(s.startsWith('error:') ? `ocisnap: ${s}` : s) });
+  addSysrootOption(program);
 
   program
     .command('pull')
@@ -48,13 +51,12 @@ export function buildProgram(): Command {
     .option('--progress <mode>', 'auto, tty, plain, json or none', 'auto')
     .option('-q, --quiet', 'print only the image ID')
     .action(async (image: string, o, cmd: Command) => {
-      const g = globals(cmd);
       const mode = o.quiet ? 'none' : parseProgressMode(o.progress);
       const tlsVerify = parseBool('--tls-verify', o.tlsVerify);
       const platform = o.platform ? parsePlatform(o.platform) : undefined;
       // The policy first: a policy that cannot be read stops the pull before anything is fetched.
       const policy = await loadPolicyConfig({ signaturePolicy: o.signaturePolicy, registriesD: o.registriesD });
-      const store = await Store.open(g.storageRoot);
+      const store = await Store.open(storageRootOf(cmd));
       const renderer = createRenderer(mode);
       const opened = await openConfiguredSource(image, {
         authFile: o.authfile,
@@ -113,7 +115,7 @@ export function buildProgram(): Command {
     .description('list the images in the layer store')
     .option('--json', 'machine-readable output')
     .action(async (o, cmd: Command) => {
-      const store = await Store.open(globals(cmd).storageRoot);
+      const store = await Store.open(storageRootOf(cmd));
       const images = await listImageSummaries(store);
       process.stdout.write(o.json ? `${JSON.stringify(images, null, 2)}\n` : imagesTable(images));
     });
@@ -123,7 +125,7 @@ export function buildProgram(): Command {
     .description('show an image: names, digests, layers, config')
     .argument('<image>', 'name, ID or ID prefix')
     .action(async (image: string, _o, cmd: Command) => {
-      const store = await Store.open(globals(cmd).storageRoot);
+      const store = await Store.open(storageRootOf(cmd));
       process.stdout.write(`${JSON.stringify(await inspectImage(store, image), null, 2)}\n`);
     });
 
@@ -132,7 +134,7 @@ export function buildProgram(): Command {
     .description('remove images; layers still used by another image stay')
     .argument('<image...>', 'names, IDs or ID prefixes')
     .action(async (images: string[], _o, cmd: Command) => {
-      const store = await Store.open(globals(cmd).storageRoot);
+      const store = await Store.open(storageRootOf(cmd));
       await store.lock(async () => {
         for (const image of images) {
           const removed = await store.removeImage(image);
@@ -142,6 +144,7 @@ export function buildProgram(): Command {
     });
 
   registerDeployCommands(program);
+  registerHealthCommands(program);
   return program;
 }
 

@@ -36,7 +36,7 @@ import { hostPlatform } from '../oci/platform.js';
 import { formatReference, parseReference } from '../oci/reference.js';
 import type { Digest, Platform } from '../oci/types.js';
 import type { ProgressSink } from '../pull/progress.js';
-import { loadPolicyConfig, pullVerifier, verifyStoredImage, type PolicyConfig } from '../pull/policy-check.js';
+import { loadPolicyConfig, pullVerifier, verifyStoredImage, type ImageVerification, type PolicyConfig } from '../pull/policy-check.js';
 import { pullImage } from '../pull/pull.js';
 import { openConfiguredSource, type SourceConfig } from '../pull/source-config.js';
 import { resolveImage } from '../registry/source.js';
@@ -62,6 +62,7 @@ import {
   readState,
   withStateLock,
   writeState,
+  type DeploymentVerification,
   type State,
 } from './state.js';
 import { bootedSubvolume, checkSysroot, defaultSubvolume, pathInSysroot, snapshotPath, type SysrootPaths } from './sysroot.js';
@@ -93,6 +94,13 @@ export interface DeployOptions {
    * stored image (policy-check.ts verifyStoredImage).
    */
   policy?: PolicyConfig;
+  /**
+   * With `pull: false`: when the registry cannot be reached to re-read the
+   * signatures, accept the verification recorded at pull under the same
+   * policy (policy-check.ts StoredImageCheck.trustRecordedWhenOffline).
+   * Default false: an unreachable registry stops the deploy.
+   */
+  trustRecordedWhenOffline?: boolean;
   /** Set the new snapshot read-only, as MicroOS roots are. */
   readOnly?: boolean;
   /** Boot tries before the deployment counts as failed (state.ts DEFAULT_TRIES). */
@@ -119,6 +127,8 @@ export interface DeployResult {
   parent?: number;
   etc?: EtcMergeReport;
   hooksRun: string[];
+  /** What the signature policy said, as recorded in the deployment. */
+  verification?: DeploymentVerification;
 }
 
 // ---------------------------------------------------------------- test crash points
@@ -166,6 +176,22 @@ export async function openStore(paths: SysrootPaths): Promise<Store> {
 export interface AcquiredImage {
   record: ImageRecord;
   manifestDigest: Digest;
+  /** What the signature policy said (set by pullForDeploy, and by deploy for a stored image). */
+  verification?: ImageVerification & { fromRecord?: boolean };
+}
+
+/** The part of a policy verification a deployment keeps (state.ts DeploymentVerification). */
+export function deploymentVerificationOf(v: ImageVerification & { fromRecord?: boolean }, now: Date = new Date()): DeploymentVerification {
+  // A recorded time comes from the store; only a well-formed one is kept.
+  const time = Date.parse(v.time);
+  const out: DeploymentVerification = {
+    requirement: v.requirement,
+    scope: v.scope,
+    at: (Number.isNaN(time) ? now : new Date(time)).toISOString(),
+  };
+  if (v.keyId !== undefined && v.keyId !== '') out.keyId = v.keyId;
+  if (v.fromRecord === true) out.fromRecord = true;
+  return out;
 }
 
 /** Pulls `spec` into the store (skipping layers it has), enforcing `policy`, and returns the stored image. */
@@ -181,7 +207,9 @@ export async function pullForDeploy(
     if (opts.platform) pullOpts.platform = opts.platform;
     if (opts.progress) pullOpts.progress = opts.progress;
     const result = await pullImage(opened.source, opened.reference, store, pullOpts);
-    return { record: result.image, manifestDigest: result.resolved.manifestDigest };
+    const acquired: AcquiredImage = { record: result.image, manifestDigest: result.resolved.manifestDigest };
+    if (result.verification !== undefined) acquired.verification = result.verification;
+    return acquired;
   } finally {
     await opened.source.close();
   }
@@ -359,7 +387,9 @@ export async function recoverInterruptedDeployLocked(paths: SysrootPaths): Promi
     if (digest === undefined || imageId === undefined) {
       throw new DeployError(`${infoXmlPath(paths.snapshotsDir, num)}: an interrupted deploy's snapshot is the default but lacks ocisnap userdata`);
     }
-    await writeState(paths.root, endDeploy(addDeployment(state, { snapshot: num, image, manifestDigest: digest as Digest, imageId }, { followed: image })));
+    const deployment: Parameters<typeof addDeployment>[1] = { snapshot: num, image, manifestDigest: digest as Digest, imageId };
+    if (ip.verification !== undefined) deployment.verification = ip.verification;
+    await writeState(paths.root, endDeploy(addDeployment(state, deployment, { followed: image })));
     return `finished the interrupted deploy of ${image}: snapshot ${num} is the next boot`;
   }
   if (isDefault) {
@@ -396,7 +426,14 @@ export async function deploy(opts: DeployOptions): Promise<DeployResult> {
     if (opts.pull === false) {
       acquired = await findStoredImage(store, opts.image, lookup);
       // A policy tightened, or a signature withdrawn, since the pull counts.
-      await verifyStoredImage(store, acquired.record, opts.image, { config: policy, sourceConfig: opts.sourceConfig ?? {} });
+      acquired.verification = await verifyStoredImage(store, acquired.record, opts.image, {
+        config: policy,
+        sourceConfig: opts.sourceConfig ?? {},
+        trustRecordedWhenOffline: opts.trustRecordedWhenOffline === true,
+      });
+      if (acquired.verification.fromRecord) {
+        log(`note: the registry could not be reached; using the verification recorded at pull (${acquired.verification.time}): ${acquired.verification.details}`);
+      }
     } else {
       acquired = await pullForDeploy(store, opts.image, policy, lookup);
     }
@@ -404,6 +441,7 @@ export async function deploy(opts: DeployOptions): Promise<DeployResult> {
     throw explainNoSpace(err, `pulling ${opts.image}`, paths);
   }
   crashPoint('pulled');
+  const verification = acquired.verification && deploymentVerificationOf(acquired.verification);
 
   return withStateLock(
     paths.root,
@@ -419,7 +457,7 @@ export async function deploy(opts: DeployOptions): Promise<DeployResult> {
 
       const num = await reserveSnapshotNumber(paths.snapshotsDir, { above: state.highestSnapshot });
       crashPoint('reserved');
-      await writeState(paths.root, beginDeploy(state, num, opts.image));
+      await writeState(paths.root, beginDeploy(state, num, opts.image, new Date(), verification ? { verification } : {}));
       crashPoint('begun');
 
       const target = snapshotPath(paths, num);
@@ -502,12 +540,14 @@ export async function deploy(opts: DeployOptions): Promise<DeployResult> {
         imageId: record.id,
       };
       if (current.snapshot !== undefined) deployment.parent = current.snapshot;
+      if (verification) deployment.verification = verification;
       await writeState(paths.root, endDeploy(addDeployment(await readState(paths.root), deployment, next)));
       crashPoint('done');
 
       const result: DeployResult = { snapshot: num, image: opts.image, manifestDigest: acquired.manifestDigest, imageId: record.id, hooksRun };
       if (current.snapshot !== undefined) result.parent = current.snapshot;
       if (etcReport) result.etc = etcReport;
+      if (verification) result.verification = verification;
       return result;
     },
     { timeoutMs: opts.lockTimeoutMs ?? 0 },

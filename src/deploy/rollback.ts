@@ -7,12 +7,17 @@
  * `force`: a snapshot ocisnap did not deploy (snapper's own, tukit's), and a
  * deployment whose trial failed (bad). A pending deployment rolled away from
  * is superseded (its trial ends without a verdict).
+ *
+ * The state records the rollback as `lastRollback` (who, from, to, why), for
+ * `ocisnap status`. An automatic rollback by the health module passes `by`
+ * and `reason`; one that sets the default under its own state lock uses
+ * state.ts recordRollback instead.
  */
 import { isSubvolume, setDefaultSubvolume, showSubvolume } from '../btrfs/index.js';
 import { OcisnapError } from '../errors.js';
 import { recoverInterruptedDeployLocked } from './deploy.js';
 import { readInfoXml } from './snapper.js';
-import { findDeployment, pendingDeployment, readState, supersede, withStateLock, writeState } from './state.js';
+import { findDeployment, pendingDeployment, readState, recordRollback, supersede, withStateLock, writeState, type RollbackBy } from './state.js';
 import { checkSysroot, defaultSubvolume, snapshotPath, type SysrootPaths } from './sysroot.js';
 
 export class RollbackError extends OcisnapError {}
@@ -24,6 +29,10 @@ export interface RollbackOptions {
   force?: boolean;
   log?: (line: string) => void;
   lockTimeoutMs?: number;
+  /** Who rolls back, recorded in state.lastRollback (default 'admin'). */
+  by?: RollbackBy;
+  /** One line on why, recorded in state.lastRollback (e.g. the failed check). */
+  reason?: string;
 }
 
 export interface RollbackResult {
@@ -66,11 +75,19 @@ export async function rollback(opts: RollbackOptions): Promise<RollbackResult> {
       const result: RollbackResult = { snapshot: num, unchanged: id === def.id };
       if (def.snapshot !== undefined) result.previous = def.snapshot;
       if (!result.unchanged) await setDefaultSubvolume(id, paths.root);
+      const before = state;
       const pending = pendingDeployment(state);
       if (pending && pending.snapshot !== num) {
         state = supersede(state, pending.snapshot, { by: 'rollback', reason: `rolled back to snapshot ${num}` });
-        await writeState(paths.root, state);
       }
+      // A rollback to what already boots next changed nothing worth recording.
+      if (!result.unchanged) {
+        const event: Parameters<typeof recordRollback>[1] = { to: num, by: opts.by ?? 'admin' };
+        if (def.snapshot !== undefined) event.from = def.snapshot;
+        if (opts.reason !== undefined) event.reason = opts.reason;
+        state = recordRollback(state, event);
+      }
+      if (state !== before) await writeState(paths.root, state);
       return result;
     },
     { timeoutMs: opts.lockTimeoutMs ?? 0 },

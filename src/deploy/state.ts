@@ -61,6 +61,47 @@ export interface Deployment {
   /** The snapshot that was running when this one was deployed (its image gave the /etc merge base). */
   parent?: number;
   verdict?: Verdict;
+  /** What the signature policy said about the image when it was deployed (absent: deployed by an older ocisnap). */
+  verification?: DeploymentVerification;
+}
+
+/**
+ * The signature policy's answer for a deployment's image, from the pull (or,
+ * for `deploy --no-pull`, the re-check of the stored image). A subset of
+ * src/pull/verification-record.ts ImageVerification: enough to say whether
+ * and by which key it was verified, with no store needed.
+ */
+export interface DeploymentVerification {
+  /** Requirement types satisfied, joined with "+" (e.g. "sigstoreSigned", "insecureAcceptAnything"). */
+  requirement: string;
+  /** The policy scope that applied, e.g. `transports.docker["host/ns"]`, `default`. */
+  scope: string;
+  /** "sha256:<spki hex>" (sigstore) or a GPG fingerprint; absent when no signature was required. */
+  keyId?: string;
+  /** ISO 8601, UTC: when the signatures were checked. */
+  at: string;
+  /**
+   * True when the registry could not be reached at deploy time and the
+   * verification recorded at pull was accepted instead
+   * (`deploy --no-pull --trust-recorded-when-offline`).
+   */
+  fromRecord?: boolean;
+}
+
+/** Who made a snapshot the next boot by a rollback. */
+export type RollbackBy = 'admin' | 'health-check' | 'boot-counter';
+
+/** The most recent rollback (`ocisnap rollback`, or the health check's automatic one). */
+export interface RollbackRecord {
+  /** The snapshot that was the default before, when it was a snapshot. */
+  from?: number;
+  /** The snapshot that boots next since. */
+  to: number;
+  /** ISO 8601, UTC. */
+  at: string;
+  by: RollbackBy;
+  /** One line for a user, e.g. which check failed. */
+  reason?: string;
 }
 
 export interface State {
@@ -80,6 +121,8 @@ export interface State {
    * snapshot is already the default) or removes every trace of it.
    */
   inProgress?: DeployInProgress;
+  /** The most recent rollback, manual or automatic. */
+  lastRollback?: RollbackRecord;
 }
 
 export interface DeployInProgress {
@@ -87,6 +130,8 @@ export interface DeployInProgress {
   image: string;
   /** ISO 8601, UTC. */
   startedAt: string;
+  /** Kept so that a deploy finished by recovery still records how its image was verified. */
+  verification?: DeploymentVerification;
 }
 
 export const STATE_VERSION = 1;
@@ -120,6 +165,8 @@ export function emptyState(): State {
 // ---------------------------------------------------------------- validation
 
 const statuses: readonly DeploymentStatus[] = ['pending', 'good', 'bad', 'superseded'];
+/** Closed like statuses: a new value an older ocisnap would refuse needs a new state version. */
+export const rollbackBys: readonly RollbackBy[] = ['admin', 'health-check', 'boot-counter'];
 const maxSnapshot = 0xffff_ffff;
 const isoDate = /^\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}(\.\d+)?Z$/;
 
@@ -177,6 +224,18 @@ export function validateState(value: unknown, what: string): State {
     }
     const n = (progress as Json)['snapshot'] as number;
     if (n > (highest as number)) fail(`inProgress snapshot ${n} is above highestSnapshot ${highest}`);
+    const problem = verificationProblem((progress as Json)['verification']);
+    if (problem !== undefined) fail(`inProgress.verification: ${problem}`);
+  }
+  const rb = v['lastRollback'];
+  if (rb !== undefined) {
+    if (!isObject(rb)) fail('lastRollback: not an object');
+    const r = rb as Json;
+    if (!isSnapshotNumber(r['to'])) fail('lastRollback.to: not a snapshot number');
+    if (r['from'] !== undefined && !isSnapshotNumber(r['from'])) fail('lastRollback.from: not a snapshot number');
+    if (!isIsoDate(r['at'])) fail('lastRollback.at: not an ISO 8601 UTC time');
+    if (!rollbackBys.includes(r['by'] as RollbackBy)) fail(`lastRollback.by: not one of ${rollbackBys.join(', ')}`);
+    if (r['reason'] !== undefined && typeof r['reason'] !== 'string') fail('lastRollback.reason: not a string');
   }
   return { ...v, deployments: [...deployments].sort((a, b) => a.snapshot - b.snapshot) } as State;
 }
@@ -211,7 +270,21 @@ function validateDeployment(value: unknown, what: string): Deployment {
     const reason = (verdict as Json)['reason'];
     if (reason !== undefined && typeof reason !== 'string') bad('verdict.reason: not a string');
   }
+  const problem = verificationProblem(d['verification']);
+  if (problem !== undefined) bad(`verification: ${problem}`);
   return d as unknown as Deployment;
+}
+
+/** What is wrong with an optional DeploymentVerification (undefined: absent or right). */
+function verificationProblem(value: unknown): string | undefined {
+  if (value === undefined) return undefined;
+  if (!isObject(value)) return 'not an object';
+  if (!nonEmptyString(value['requirement'])) return 'requirement: not a non-empty string';
+  if (!nonEmptyString(value['scope'])) return 'scope: not a non-empty string';
+  if (value['keyId'] !== undefined && !nonEmptyString(value['keyId'])) return 'keyId: not a non-empty string';
+  if (!isIsoDate(value['at'])) return 'at: not an ISO 8601 UTC time';
+  if (value['fromRecord'] !== undefined && typeof value['fromRecord'] !== 'boolean') return 'fromRecord: not a boolean';
+  return undefined;
 }
 
 function nonEmptyString(v: unknown): v is string {
@@ -337,6 +410,7 @@ export interface NewDeployment {
   imageId: string;
   parent?: number;
   pinned?: boolean;
+  verification?: DeploymentVerification;
 }
 
 export interface Judgement {
@@ -391,7 +465,13 @@ export function addDeployment(state: State, d: NewDeployment, opts: { tries?: nu
  * intention (and the number as used). Refused while another deploy's marker
  * is there: that one must be finished or undone first.
  */
-export function beginDeploy(state: State, snapshot: number, image: string, now: Date = new Date()): State {
+export function beginDeploy(
+  state: State,
+  snapshot: number,
+  image: string,
+  now: Date = new Date(),
+  opts: { verification?: DeploymentVerification } = {},
+): State {
   if (state.inProgress) {
     throw new StateTransitionError(
       `an interrupted deploy of ${state.inProgress.image} (snapshot ${state.inProgress.snapshot}) must be finished or undone first`,
@@ -400,7 +480,9 @@ export function beginDeploy(state: State, snapshot: number, image: string, now: 
   if (snapshot <= state.highestSnapshot) {
     throw new StateTransitionError(`snapshot number ${snapshot} is not above ${state.highestSnapshot}, the highest ocisnap has used`);
   }
-  return { ...state, highestSnapshot: snapshot, inProgress: { snapshot, image, startedAt: now.toISOString() } };
+  const inProgress: DeployInProgress = { snapshot, image, startedAt: now.toISOString() };
+  if (opts.verification !== undefined) inProgress.verification = opts.verification;
+  return { ...state, highestSnapshot: snapshot, inProgress };
 }
 
 /** Last step of a deploy (or of undoing an interrupted one): clears the marker. */
@@ -461,6 +543,29 @@ export function supersede(state: State, snapshot: number, j: Judgement): State {
   const d = findDeployment(state, snapshot);
   if (d && d.status !== 'pending') throw new StateTransitionError(`snapshot ${snapshot} is ${d.status}, not pending`);
   return replace(state, snapshot, (x) => ({ ...withoutTries(x), status: 'superseded', verdict: verdictOf(j) }));
+}
+
+export interface RollbackEvent {
+  from?: number;
+  to: number;
+  by: RollbackBy;
+  reason?: string;
+  now?: Date;
+}
+
+/**
+ * Records that `to` was made the next boot by a rollback (replacing the
+ * previous record). Pure: the caller writes the state under its lock, after
+ * set-default (the health module does so for its automatic rollbacks).
+ */
+export function recordRollback(state: State, e: RollbackEvent): State {
+  if (!isSnapshotNumber(e.to)) throw new StateTransitionError(`rollback target ${e.to} is not a snapshot number`);
+  if (e.from !== undefined && !isSnapshotNumber(e.from)) throw new StateTransitionError(`rollback source ${e.from} is not a snapshot number`);
+  if (!rollbackBys.includes(e.by)) throw new StateTransitionError(`rollback by "${e.by}": not one of ${rollbackBys.join(', ')}`);
+  const record: RollbackRecord = { to: e.to, at: (e.now ?? new Date()).toISOString(), by: e.by };
+  if (e.from !== undefined) record.from = e.from;
+  if (e.reason !== undefined) record.reason = e.reason;
+  return { ...state, lastRollback: record };
 }
 
 export function setPinned(state: State, snapshot: number, pinned: boolean): State {

@@ -11,7 +11,8 @@
  * `interruptedDeploy` and cleaned up by the next mutating command.
  */
 import { getReadonly } from '../btrfs/index.js';
-import type { DeploymentStatus } from './state.js';
+import { describeVerification } from '../pull/verification-record.js';
+import type { DeploymentStatus, RollbackBy } from './state.js';
 import { lastGoodDeployment, pendingDeployment, readState } from './state.js';
 import { listSnapshots, OCISNAP_USERDATA, type SnapshotType } from './snapper.js';
 import { IMAGE_ID_USERDATA } from './deploy.js';
@@ -39,6 +40,28 @@ export interface SnapshotStatus {
   readOnly: boolean;
   /** Snapshot number that was running when this one was deployed. */
   parent: number | null;
+  /** How the signature policy accepted its image at deploy time; null when not recorded (not a deployment, or an older ocisnap deployed it). */
+  verification: VerificationStatus | null;
+}
+
+export interface VerificationStatus {
+  /** Requirement types satisfied, e.g. "sigstoreSigned", "signedBy", "insecureAcceptAnything". */
+  requirement: string;
+  scope: string;
+  /** The key that verified the signature; null when none was required. */
+  keyId: string | null;
+  /** ISO 8601 UTC: when the signatures were checked. */
+  at: string;
+  /** True when the verification recorded at pull was used because the registry was unreachable. */
+  fromRecord: boolean;
+}
+
+export interface RollbackStatus {
+  from: number | null;
+  to: number;
+  at: string;
+  by: RollbackBy;
+  reason: string | null;
 }
 
 export interface MissingDeployment {
@@ -66,6 +89,8 @@ export interface SystemStatus {
   lastGood: number | null;
   followed: string | null;
   interruptedDeploy: { snapshot: number; image: string; startedAt: string } | null;
+  /** The most recent rollback (manual or automatic); null when none is recorded. */
+  lastRollback: RollbackStatus | null;
   snapshots: SnapshotStatus[];
   /** Deployments in the state whose snapshot is gone (e.g. deleted by snapper); gc forgets them. */
   missingDeployments: MissingDeployment[];
@@ -101,6 +126,15 @@ export async function systemStatus(paths: SysrootPaths): Promise<SystemStatus> {
       lastGood: state.lastGood === info.num,
       readOnly: await getReadonly(snapshotPath(paths, info.num)).catch(() => false),
       parent: d?.parent ?? null,
+      verification: d?.verification
+        ? {
+            requirement: d.verification.requirement,
+            scope: d.verification.scope,
+            keyId: d.verification.keyId ?? null,
+            at: d.verification.at,
+            fromRecord: d.verification.fromRecord === true,
+          }
+        : null,
     });
   }
   return {
@@ -113,7 +147,18 @@ export async function systemStatus(paths: SysrootPaths): Promise<SystemStatus> {
     pending: pending?.snapshot ?? null,
     lastGood: lastGood?.snapshot ?? null,
     followed: state.followed ?? null,
-    interruptedDeploy: state.inProgress ? { ...state.inProgress } : null,
+    interruptedDeploy: state.inProgress
+      ? { snapshot: state.inProgress.snapshot, image: state.inProgress.image, startedAt: state.inProgress.startedAt }
+      : null,
+    lastRollback: state.lastRollback
+      ? {
+          from: state.lastRollback.from ?? null,
+          to: state.lastRollback.to,
+          at: state.lastRollback.at,
+          by: state.lastRollback.by,
+          reason: state.lastRollback.reason ?? null,
+        }
+      : null,
     snapshots,
     missingDeployments: state.deployments
       .filter((d) => !listed.has(d.snapshot))
@@ -145,6 +190,12 @@ export function formatStatus(s: SystemStatus): string {
   lines.push(`Pending:     ${describeSnapshot(s.pending, s)}`);
   lines.push(`Last good:   ${describeSnapshot(s.lastGood, s)}`);
   lines.push(`Following:   ${s.followed ?? 'nothing (ocisnap switch REF)'}`);
+  if (s.lastRollback) {
+    const r = s.lastRollback;
+    lines.push(
+      `Rollback:    ${r.from === null ? '' : `${r.from} -> `}${r.to} by ${r.by} at ${r.at}${r.reason === null ? '' : `: ${r.reason}`}`,
+    );
+  }
   if (s.interruptedDeploy) {
     lines.push(`Interrupted: deploy of ${s.interruptedDeploy.image} as snapshot ${s.interruptedDeploy.snapshot} (cleaned up by the next ocisnap command)`);
   }
@@ -157,10 +208,19 @@ export function formatStatus(s: SystemStatus): string {
         .join(',');
       lines.push(`  ${d.default ? '*' : ' '} ${String(d.number).padStart(4)}  ${(d.status ?? '').padEnd(10)} ${d.image ?? ''}`);
       lines.push(`          digest ${d.digest ?? '-'}  ${d.date}${marks ? `  [${marks}]` : ''}`);
+      lines.push(`          ${verificationLine(d.verification)}`);
     }
   }
   for (const m of s.missingDeployments) lines.push(`  missing snapshot ${m.number} (${m.image}, ${m.status}): forgotten by the next ocisnap gc`);
   return `${lines.join('\n')}\n`;
+}
+
+/** "verified: sigstoreSigned by key sha256:… (scope …)" / "not verified: insecureAcceptAnything …". */
+export function verificationLine(v: VerificationStatus | null): string {
+  if (v === null) return 'signature: not recorded';
+  const what = describeVerification(v.keyId === null ? { requirement: v.requirement } : { requirement: v.requirement, keyId: v.keyId });
+  const verified = v.keyId !== null ? 'verified' : 'not verified';
+  return `${verified}: ${what}, policy scope ${v.scope}, at ${v.at}${v.fromRecord ? ' (recorded at pull; registry unreachable at deploy)' : ''}`;
 }
 
 /** The table of `ocisnap list`: every snapper snapshot, ocisnap's and others. */

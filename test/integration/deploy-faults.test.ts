@@ -113,7 +113,12 @@ describe('deploy killed with SIGKILL', () => {
       if (step === 'default-set') expect(next.stderr).toContain('finished the interrupted deploy');
       await expectConsistent(sys);
       const after = await readState(sys.paths.root);
-      expect(after.deployments.find((d) => d.snapshot === num)).toMatchObject({ status: 'pending', image: `oci:${layout}:v2` });
+      // The policy's verdict survives the crash (kept in the in-progress marker until recovery records it).
+      expect(after.deployments.find((d) => d.snapshot === num)).toMatchObject({
+        status: 'pending',
+        image: `oci:${layout}:v2`,
+        verification: { requirement: 'insecureAcceptAnything', scope: 'default' },
+      });
     });
   }
 

@@ -15,6 +15,7 @@ import {
   markGood,
   pendingDeployment,
   readState,
+  recordRollback,
   removeDeployment,
   setFollowed,
   setPinned,
@@ -166,6 +167,25 @@ describe('transitions', () => {
     expect(() => beginDeploy(s, 6, 'again')).toThrow(/not above 6/);
   });
 
+  it('records how a deployment was verified, through an interrupted deploy too', () => {
+    const verification = { requirement: 'sigstoreSigned', scope: 'transports.docker["registry.example/os"]', keyId: `sha256:${'a'.repeat(64)}`, at: at(9).toISOString() };
+    let s = beginDeploy(twoDeployments(), 3, 'registry.example/os:3', at(10), { verification });
+    expect(s.inProgress?.verification).toEqual(verification);
+    s = endDeploy(addDeployment(s, dep(3, { verification: s.inProgress!.verification! }), { now: at(11) }));
+    expect(s.deployments[2]!.verification).toEqual(verification);
+    expect(validateState(JSON.parse(JSON.stringify(s)), 'x')).toEqual(s);
+  });
+
+  it('records the last rollback, replacing the previous one', () => {
+    let s = recordRollback(twoDeployments(), { from: 2, to: 1, by: 'admin', now: at(5) });
+    expect(s.lastRollback).toEqual({ from: 2, to: 1, at: at(5).toISOString(), by: 'admin' });
+    s = recordRollback(s, { to: 1, by: 'health-check', reason: 'sshd.service failed', now: at(6) });
+    expect(s.lastRollback).toEqual({ to: 1, at: at(6).toISOString(), by: 'health-check', reason: 'sshd.service failed' });
+    expect(validateState(JSON.parse(JSON.stringify(s)), 'x')).toEqual(s);
+    expect(() => recordRollback(s, { to: 0, by: 'admin' })).toThrow(StateTransitionError);
+    expect(() => recordRollback(s, { to: 1, by: 'cron' as 'admin' })).toThrow(/not one of admin, health-check, boot-counter/);
+  });
+
   it('pins, follows and removes with the gc rules', () => {
     let s = setPinned(twoDeployments(), 1, true);
     expect(s.deployments[0]!.pinned).toBe(true);
@@ -213,6 +233,12 @@ describe('validateState', () => {
     ['highest below', (s) => (s['highestSnapshot'] = 1), /highestSnapshot 1 is below snapshot 2/],
     ['snapshot 0', (s) => (deployments(s)[0]!['snapshot'] = 0), /snapshot: not a snapshot number/],
     ['bad inProgress', (s) => (s['inProgress'] = { snapshot: 3 }), /inProgress: needs/],
+    ['bad verification', (s) => (deployments(s)[0]!['verification'] = { requirement: 'signedBy', scope: 'default', at: 'now' }), /\(snapshot 1\): verification: at/],
+    ['verification without scope', (s) => (deployments(s)[0]!['verification'] = { requirement: 'signedBy', at: t0.toISOString() }), /verification: scope/],
+    ['bad inProgress verification', (s) => (s['inProgress'] = { snapshot: 2, image: 'x', startedAt: t0.toISOString(), verification: { requirement: 'x', scope: 'y', at: t0.toISOString(), keyId: 3 } }), /inProgress\.verification: keyId/],
+    ['lastRollback without to', (s) => (s['lastRollback'] = { by: 'admin', at: t0.toISOString() }), /lastRollback\.to/],
+    ['lastRollback by someone unknown', (s) => (s['lastRollback'] = { to: 1, by: 'cron', at: t0.toISOString() }), /lastRollback\.by: not one of/],
+    ['lastRollback bad time', (s) => (s['lastRollback'] = { to: 1, by: 'admin', at: 'today' }), /lastRollback\.at/],
     ['inProgress above highest', (s) => (s['inProgress'] = { snapshot: 9, image: 'x', startedAt: t0.toISOString() }), /inProgress snapshot 9 is above highestSnapshot 2/],
   ];
   for (const [name, corrupt, message] of corruptions) {
