@@ -24,6 +24,19 @@ export default defineConfig({
           sequence: { groupOrder: 1 },
         },
       },
+      {
+        test: {
+          name: 'vm',
+          include: ['test/vm/**/*.test.ts'],
+          // Booting a VM under TCG takes a minute or two; a test boots
+          // several, and building the base OS from cold takes minutes.
+          testTimeout: 1_200_000,
+          hookTimeout: 900_000,
+          // One VM at a time on a 2-core machine, after everything else.
+          maxWorkers: 1,
+          sequence: { groupOrder: 2 },
+        },
+      },
     ],
   },
 });
