@@ -224,6 +224,7 @@ class Applier {
       this.root.remove(pfd, base);
       fd = sys.openat2(pfd, bytes(base), regularFileFlags, 0o600, 0);
     }
+    let open = true;
     try {
       if (e.sparse) await this.writeSparse(fd, e.sparse);
       else if (e.size > 0) {
@@ -234,13 +235,14 @@ class Applier {
         });
       }
       // chown clears setuid/setgid and file capabilities: chown, then chmod, then xattrs.
-      fs.fchownSync(fd, e.uid, e.gid);
-      fs.fchmodSync(fd, e.mode);
+      // One native call does chown, chmod, times and close (setting xattrs later leaves the times alone).
+      const { atime, mtime } = times(e);
+      open = false;
+      sys.finishFile(fd, e.uid, e.gid, e.mode, atime.sec, atime.nsec, mtime.sec, mtime.nsec);
     } finally {
-      fs.closeSync(fd);
+      if (open) fs.closeSync(fd);
     }
     this.xattrs(pfd, base, e, false);
-    this.times(pfd, base, e);
   }
 
   /** Data segments go to their offsets; the gaps stay holes (seek, never write zeros). */

@@ -3,10 +3,13 @@
  * read ahead of what the tar parser asks for) and hashes every byte that comes
  * through, including what follows the tar's end-of-archive marker, so the
  * digest is the layer's diffID (image-spec config.md: "rootfs.diff_ids").
+ * When the stream already hashes what it emits (a DigestingStream, e.g. the
+ * tar-split recorder in front of the applier), its digest is used instead of
+ * hashing every byte twice.
  */
 import type { Readable } from 'node:stream';
 import type { Digest } from '../oci/types.js';
-import { WorkerHasher } from './hasher.js';
+import { StreamHasher, isDigestingStream, emittedDigest, type DigestingStream } from './hasher.js';
 
 const empty = Buffer.alloc(0);
 
@@ -17,7 +20,9 @@ export class TruncatedInputError extends Error {}
 export class InputStreamError extends Error {}
 
 export class ByteSource {
-  private readonly hash = new WorkerHasher();
+  /** Our own hasher, unless the stream reports the digest of what it emitted. */
+  private readonly hash: StreamHasher | undefined;
+  private readonly upstream: DigestingStream | undefined;
   private readonly iterator: AsyncIterator<unknown>;
   private chunk: Buffer = empty;
   private pos = 0;
@@ -26,6 +31,8 @@ export class ByteSource {
   bytes = 0;
 
   constructor(stream: Readable) {
+    if (isDigestingStream(stream)) this.upstream = stream;
+    else this.hash = new StreamHasher();
     this.iterator = stream[Symbol.asyncIterator]();
   }
 
@@ -49,7 +56,10 @@ export class ByteSource {
     }
     const value = r.value;
     const buf = Buffer.isBuffer(value) ? value : Buffer.from(value as Uint8Array);
-    await this.hash.update(buf);
+    if (this.hash) {
+      this.hash.update(buf);
+      if (this.hash.saturated) await this.hash.ready();
+    }
     this.bytes += buf.length;
     // Callers only fill once the current chunk is used up.
     this.chunk = buf;
@@ -118,12 +128,15 @@ export class ByteSource {
 
   /** The sha256 of every byte read; call once, after drain(). */
   async digest(): Promise<Digest> {
-    return this.hash.digest();
+    if (this.hash) return this.hash.digest();
+    const { digest, size } = await this.upstream![emittedDigest]();
+    // The stream must have hashed exactly what came through here.
+    if (size !== this.bytes) throw new Error(`the layer stream hashed ${size} bytes but emitted ${this.bytes}`);
+    return digest;
   }
 
-  /** Releases the hashing thread; unless the stream ended, stops reading and destroys it. */
+  /** Unless the stream ended, stops reading and destroys it. */
   async close(): Promise<void> {
-    this.hash.close();
     if (this.ended) return;
     this.ended = true;
     await this.iterator.return?.();

@@ -1,92 +1,116 @@
 /**
- * sha256 of a layer stream computed on a worker thread, so hashing (about a
- * third of the CPU time of applying a layer) runs beside the extraction on
- * another core, as Podman's digesting goroutines do. Chunks are copied and
- * transferred in order; the number of bytes in flight is bounded.
+ * sha256 of a layer stream computed on libuv's thread pool by the native
+ * addon (OpenSSL's SHA-256, native/ocisnap_sys.c), so hashing (the largest
+ * CPU cost of applying a layer after decompression) runs beside the
+ * extraction on another core, as Podman's digesting goroutines do. Chunks are
+ * hashed in order and by reference, never copied: a chunk handed to update()
+ * must not be modified afterwards (stream chunks never are). The bytes in
+ * flight are bounded; past the bound, `saturated` says to wait for ready().
  */
-import { Worker } from 'node:worker_threads';
 import type { Digest } from '../oci/types.js';
+import { sys, type Sha256Context } from '../sys/native.js';
 
-const workerSource = `
-const { parentPort } = require('node:worker_threads');
-const hash = require('node:crypto').createHash('sha256');
-parentPort.on('message', (m) => {
-  if (m === null) parentPort.postMessage({ digest: hash.digest('hex') });
-  else { hash.update(m); parentPort.postMessage({ done: m.byteLength }); }
-});
-`;
+/** Above this many bytes queued and not yet hashed, callers should wait for ready(). */
+const maxInFlight = 16 * 1024 * 1024;
+/** A job starts once this much is queued (or at digest()): every job wakes a pool thread. */
+const minBatch = 1024 * 1024;
 
-/** Above this many bytes not yet hashed, update() waits for the worker. */
-const maxInFlight = 32 * 1024 * 1024;
-/** Chunks (16 KiB from zlib) are gathered into batches this big: a message costs far more than a copy. */
-const batchSize = 1024 * 1024;
-
-export class WorkerHasher {
-  private readonly worker = new Worker(workerSource, { eval: true });
+export class StreamHasher {
+  private readonly ctx: Sha256Context = sys.sha256Create();
+  /** Chunks waiting for the next job: all of them go in one job. */
+  private queue: Uint8Array[] = [];
+  private running = false;
   private inFlight = 0;
-  private batch = new Uint8Array(batchSize);
-  private batchLength = 0;
+  /** Bytes in `queue`. */
+  private queued = 0;
+  /** Set by digest(): from then on, hash whatever is queued, however little. */
+  private flushing = false;
   private failure: Error | undefined;
-  private waiter: (() => void) | undefined;
-  private digestWaiter: ((hex: string) => void) | undefined;
+  private waiters: Array<() => void> = [];
+  /** Bytes given to update() so far. */
+  size = 0;
 
-  constructor() {
-    this.worker.on('message', (m: { done?: number; digest?: string }) => {
-      if (m.done !== undefined) {
-        this.inFlight -= m.done;
-        if (this.inFlight <= maxInFlight / 2) this.wake();
-      } else if (m.digest !== undefined) this.digestWaiter?.(m.digest);
-    });
-    this.worker.on('error', (err: Error) => {
-      this.failure = err;
+  /** Queues `chunk` for hashing; it must stay unchanged from now on. */
+  update(chunk: Uint8Array): void {
+    if (this.failure) throw this.failure;
+    if (chunk.length === 0) return;
+    this.size += chunk.length;
+    this.inFlight += chunk.length;
+    this.queue.push(chunk);
+    this.queued += chunk.length;
+    if (!this.running && this.queued >= minBatch) this.next();
+  }
+
+  /** True when enough bytes are queued that the producer should wait for ready(). */
+  get saturated(): boolean {
+    return this.inFlight > maxInFlight;
+  }
+
+  /** Resolves once the queue is below the bound (at once if it is). */
+  async ready(): Promise<void> {
+    while (this.inFlight > maxInFlight / 2 && !this.failure) {
+      await new Promise<void>((resolve) => this.waiters.push(resolve));
+    }
+    if (this.failure) throw this.failure;
+  }
+
+  /** The sha256 of every byte given so far, once all of it is hashed. */
+  async digest(): Promise<Digest> {
+    this.flushing = true;
+    if (!this.running) this.next();
+    while (this.inFlight > 0 && !this.failure) {
+      await new Promise<void>((resolve) => this.waiters.push(resolve));
+    }
+    if (this.failure) throw this.failure;
+    return `sha256:${sys.sha256Digest(this.ctx).toString('hex')}`;
+  }
+
+  private next(): void {
+    const batch = this.queue;
+    if (batch.length === 0) {
+      this.running = false;
       this.wake();
+      return;
+    }
+    const bytes = this.queued;
+    this.queue = [];
+    this.queued = 0;
+    this.running = true;
+    sys.sha256Update(this.ctx, batch, (err) => {
+      this.inFlight -= bytes;
+      if (err) {
+        this.failure = err;
+        this.queue = [];
+        this.queued = 0;
+        this.running = false;
+        this.wake();
+        return;
+      }
+      if (this.inFlight <= maxInFlight / 2) this.wake();
+      if (this.queued >= minBatch || this.flushing) this.next();
+      else this.running = false;
     });
   }
 
   private wake(): void {
-    const w = this.waiter;
-    this.waiter = undefined;
-    w?.();
+    const w = this.waiters;
+    if (w.length === 0) return;
+    this.waiters = [];
+    for (const f of w) f();
   }
+}
 
-  async update(chunk: Uint8Array): Promise<void> {
-    if (this.failure) throw this.failure;
-    let off = 0;
-    while (off < chunk.length) {
-      const take = Math.min(chunk.length - off, batchSize - this.batchLength);
-      this.batch.set(chunk.subarray(off, off + take), this.batchLength);
-      this.batchLength += take;
-      off += take;
-      if (this.batchLength === batchSize) this.send();
-    }
-    while (this.inFlight > maxInFlight && !this.failure) {
-      await new Promise<void>((resolve) => (this.waiter = resolve));
-    }
-    if (this.failure) throw this.failure;
-  }
+/**
+ * A stream that hashes exactly the bytes it emits can hand that digest to
+ * its consumer (applyLayer), which then does not hash the same bytes again.
+ * Resolves after the stream has ended.
+ */
+export const emittedDigest: unique symbol = Symbol('ocisnap.emittedDigest');
 
-  /** Transfers the batch (no copy) and starts a new one. */
-  private send(): void {
-    const full = this.batchLength === this.batch.length ? this.batch : this.batch.slice(0, this.batchLength);
-    this.inFlight += full.byteLength;
-    this.worker.postMessage(full, [full.buffer]);
-    this.batch = new Uint8Array(batchSize);
-    this.batchLength = 0;
-  }
+export interface DigestingStream {
+  [emittedDigest](): Promise<{ digest: Digest; size: number }>;
+}
 
-  /** Call once, after the last update(). */
-  async digest(): Promise<Digest> {
-    if (this.failure) throw this.failure;
-    if (this.batchLength > 0) this.send();
-    const hex = await new Promise<string>((resolve, reject) => {
-      this.digestWaiter = resolve;
-      this.worker.once('error', reject);
-      this.worker.postMessage(null);
-    });
-    return `sha256:${hex}`;
-  }
-
-  close(): void {
-    void this.worker.terminate();
-  }
+export function isDigestingStream(s: object): s is DigestingStream {
+  return typeof (s as Partial<DigestingStream>)[emittedDigest] === 'function';
 }

@@ -17,12 +17,15 @@
  * the layer applier. It never fails the stream: on anything it does not
  * handle (sparse files, duplicate paths, oversized metadata) it gives up and
  * result() returns undefined, so the layer is stored without tar-split.
+ * It also computes the stream's sha256 (on the thread pool) and hands it to
+ * the applier downstream as a DigestingStream, so every byte is hashed once.
  */
-import { createHash, type Hash } from 'node:crypto';
 import { Transform, type TransformCallback } from 'node:stream';
-import { gzipSync } from 'node:zlib';
+import { createGzip, type Gzip } from 'node:zlib';
 import { posix } from 'node:path';
 import type { Digest } from '../oci/types.js';
+import { emittedDigest, StreamHasher, type DigestingStream } from '../layers/index.js';
+import { sys } from '../sys/native.js';
 
 export interface TarSplit {
   /** The gzip-compressed tar-split JSON lines. */
@@ -36,87 +39,22 @@ const block = 512;
 const maxMetadataBytes = 1024 * 1024;
 const maxSegmentBytes = 1024 * 1024;
 
-// CRC-64 with the ISO polynomial, reflected (Go hash/crc64 MakeTable(crc64.ISO)),
-// kept in two signed 32-bit halves so V8 stays on small integers, sliced by 8
-// (table k = the CRC of a byte followed by k zero bytes) like Go's update.
-const polyHi = 0xd8000000 | 0;
-const tables: Array<{ hi: Int32Array; lo: Int32Array }> = [];
-{
-  const hi0 = new Int32Array(256);
-  const lo0 = new Int32Array(256);
-  for (let i = 0; i < 256; i++) {
-    let hi = 0;
-    let lo = i;
-    for (let j = 0; j < 8; j++) {
-      const carry = lo & 1;
-      lo = (lo >>> 1) | (hi << 31);
-      hi = hi >>> 1;
-      if (carry) hi ^= polyHi;
-    }
-    hi0[i] = hi;
-    lo0[i] = lo;
-  }
-  tables.push({ hi: hi0, lo: lo0 });
-  for (let k = 1; k < 8; k++) {
-    const prev = tables[k - 1]!;
-    const hi = new Int32Array(256);
-    const lo = new Int32Array(256);
-    for (let i = 0; i < 256; i++) {
-      const ph = prev.hi[i]!;
-      const pl = prev.lo[i]!;
-      const idx = pl & 0xff;
-      lo[i] = ((pl >>> 8) | (ph << 24)) ^ lo0[idx]!;
-      hi[i] = (ph >>> 8) ^ hi0[idx]!;
-    }
-    tables.push({ hi, lo });
-  }
-}
-const [t0, t1, t2, t3, t4, t5, t6, t7] = tables as [
-  { hi: Int32Array; lo: Int32Array },
-  { hi: Int32Array; lo: Int32Array },
-  { hi: Int32Array; lo: Int32Array },
-  { hi: Int32Array; lo: Int32Array },
-  { hi: Int32Array; lo: Int32Array },
-  { hi: Int32Array; lo: Int32Array },
-  { hi: Int32Array; lo: Int32Array },
-  { hi: Int32Array; lo: Int32Array },
-];
-
+/**
+ * CRC-64 with the ISO polynomial, reflected (Go hash/crc64 MakeTable(crc64.ISO)),
+ * computed by the native addon (a JS version cost a third of the recorder's time).
+ */
 export class Crc64 {
   // Go's crc64.Update inverts before and after; keep the inverted state.
-  private hi = -1;
-  private lo = -1;
+  private readonly state = Buffer.alloc(8, 0xff);
 
   update(data: Uint8Array): void {
-    let hi = this.hi;
-    let lo = this.lo;
-    let i = 0;
-    const n = data.length;
-    for (; i + 8 <= n; i += 8) {
-      // The 8 input bytes XORed into the low-order (first-processed) end of the state.
-      const a = lo ^ (data[i]! | (data[i + 1]! << 8) | (data[i + 2]! << 16) | (data[i + 3]! << 24));
-      const b = hi ^ (data[i + 4]! | (data[i + 5]! << 8) | (data[i + 6]! << 16) | (data[i + 7]! << 24));
-      lo =
-        t7.lo[a & 0xff]! ^ t6.lo[(a >>> 8) & 0xff]! ^ t5.lo[(a >>> 16) & 0xff]! ^ t4.lo[a >>> 24]! ^
-        t3.lo[b & 0xff]! ^ t2.lo[(b >>> 8) & 0xff]! ^ t1.lo[(b >>> 16) & 0xff]! ^ t0.lo[b >>> 24]!;
-      hi =
-        t7.hi[a & 0xff]! ^ t6.hi[(a >>> 8) & 0xff]! ^ t5.hi[(a >>> 16) & 0xff]! ^ t4.hi[a >>> 24]! ^
-        t3.hi[b & 0xff]! ^ t2.hi[(b >>> 8) & 0xff]! ^ t1.hi[(b >>> 16) & 0xff]! ^ t0.hi[b >>> 24]!;
-    }
-    for (; i < n; i++) {
-      const idx = (lo ^ data[i]!) & 0xff;
-      lo = ((lo >>> 8) | (hi << 24)) ^ t0.lo[idx]!;
-      hi = (hi >>> 8) ^ t0.hi[idx]!;
-    }
-    this.hi = hi;
-    this.lo = lo;
+    sys.crc64(this.state, data);
   }
 
   /** The 8 big-endian bytes Go's Hash64.Sum appends. */
   digest(): Buffer {
     const out = Buffer.alloc(8);
-    out.writeUInt32BE(~this.hi >>> 0, 0);
-    out.writeUInt32BE(~this.lo >>> 0, 4);
+    for (let i = 0; i < 8; i++) out[i] = ~this.state[7 - i]! & 0xff;
     return out;
   }
 }
@@ -125,27 +63,41 @@ class GiveUp extends Error {}
 
 type State = 'header' | 'meta' | 'data' | 'padding' | 'trailer';
 
-export class TarSplitRecorder extends Transform {
-  private readonly lines: string[] = [];
-  private readonly hash: Hash = createHash('sha256');
-  private size = 0;
+export class TarSplitRecorder extends Transform implements DigestingStream {
+  /**
+   * The JSON lines are compressed as they come (on the thread pool), so a
+   * layer of many files never holds its whole tar-split as text.
+   */
+  private readonly gzip: Gzip = createGzip();
+  private readonly gzipped: Buffer[] = [];
+  private text = '';
+  /** sha256 of the stream, on the thread pool; the applier downstream takes it as the diffID. */
+  private readonly hash = new StreamHasher();
+  private tarDigest: Digest | undefined;
   private position = 0;
   private failed: string | undefined;
   private ended = false;
 
   private state: State = 'header';
-  private header = Buffer.alloc(0);
-  private segment: Buffer[] = [];
+  /** A header that straddles chunks, gathered here. */
+  private header: Buffer = Buffer.alloc(0);
+  private headerBytes = 0;
+  private segment: Buffer = Buffer.allocUnsafe(16 * 1024);
   private segmentBytes = 0;
   private remaining = 0;
   private padding = 0;
   private meta: Buffer[] = [];
   private metaType = '';
-  private metaHeader = Buffer.alloc(0);
+  private metaHeader: Buffer = Buffer.alloc(0);
   private crc: Crc64 | undefined;
   private pendingName: Buffer | undefined;
   private pendingPax = new Map<string, Buffer>();
-  private readonly seen = new Set<string>();
+  private readonly seen = new PathSet();
+
+  constructor() {
+    super();
+    this.gzip.on('data', (chunk: Buffer) => this.gzipped.push(chunk));
+  }
 
   /** Why the recorder gave up, if it did. */
   get failure(): string | undefined {
@@ -153,26 +105,63 @@ export class TarSplitRecorder extends Transform {
   }
 
   override _transform(chunk: Buffer, _enc: BufferEncoding, cb: TransformCallback): void {
+    // Hashed by reference while it travels on: stream chunks are never modified once emitted.
     this.hash.update(chunk);
-    this.size += chunk.length;
     if (this.failed === undefined) {
       try {
         this.consume(chunk);
       } catch (err) {
         if (!(err instanceof GiveUp)) throw err;
         this.failed = err.message;
+        this.gzip.destroy();
       }
     }
-    cb(null, chunk);
+    this.push(chunk);
+    if (this.hash.saturated) this.hash.ready().then(() => cb(), cb);
+    else cb();
   }
 
   override _flush(cb: TransformCallback): void {
     if (this.failed === undefined) {
-      if (this.state !== 'trailer') this.failed = 'the tar stream ended before its end-of-archive marker';
-      else this.flushSegment();
+      if (this.state !== 'trailer') {
+        this.failed = 'the tar stream ended before its end-of-archive marker';
+        this.gzip.destroy();
+      } else this.flushSegment();
     }
-    this.ended = true;
-    cb();
+    const compressed =
+      this.failed === undefined
+        ? new Promise<void>((resolve, reject) => {
+            this.gzip.once('end', resolve);
+            this.gzip.once('error', reject);
+            this.gzip.end(this.text);
+            this.text = '';
+          })
+        : undefined;
+    Promise.all([this.hash.digest(), compressed]).then(([digest]) => {
+      this.tarDigest = digest;
+      this.ended = true;
+      cb();
+    }, cb);
+  }
+
+  override _destroy(err: Error | null, cb: (error?: Error | null) => void): void {
+    this.gzip.destroy();
+    cb(err);
+  }
+
+  /** Adds a JSON line; text goes to the compressor in batches (a write per line costs more than the copy). */
+  private line(text: string): void {
+    this.text += text;
+    if (this.text.length >= 64 * 1024) {
+      this.gzip.write(this.text);
+      this.text = '';
+    }
+  }
+
+  /** The digest of everything emitted (DigestingStream), so the applier need not hash it again. */
+  async [emittedDigest](): Promise<{ digest: Digest; size: number }> {
+    if (this.tarDigest === undefined) throw new Error('TarSplitRecorder: digest asked for before the stream ended');
+    return { digest: this.tarDigest, size: this.hash.size };
   }
 
   /** The tar-split of the whole stream, or undefined when it gave up; only after the stream ended. */
@@ -180,9 +169,9 @@ export class TarSplitRecorder extends Transform {
     if (!this.ended) throw new Error('TarSplitRecorder.result() before the stream ended');
     if (this.failed !== undefined) return undefined;
     return {
-      gz: gzipSync(this.lines.join('')),
-      tarDigest: `sha256:${this.hash.copy().digest('hex')}`,
-      tarSize: this.size,
+      gz: Buffer.concat(this.gzipped),
+      tarDigest: this.tarDigest!,
+      tarSize: this.hash.size,
     };
   }
 
@@ -191,10 +180,21 @@ export class TarSplitRecorder extends Transform {
     while (off < chunk.length) {
       switch (this.state) {
         case 'header': {
-          const take = Math.min(block - this.header.length, chunk.length - off);
-          this.header = Buffer.concat([this.header, chunk.subarray(off, off + take)]);
+          if (this.headerBytes === 0 && chunk.length - off >= block) {
+            // The usual case: the whole header is in this chunk (which is never modified), no copy.
+            this.onHeader(chunk.subarray(off, off + block));
+            off += block;
+            break;
+          }
+          if (this.headerBytes === 0) this.header = Buffer.allocUnsafe(block);
+          const take = Math.min(block - this.headerBytes, chunk.length - off);
+          chunk.copy(this.header, this.headerBytes, off, off + take);
+          this.headerBytes += take;
           off += take;
-          if (this.header.length === block) this.onHeader();
+          if (this.headerBytes === block) {
+            this.headerBytes = 0;
+            this.onHeader(this.header);
+          }
           break;
         }
         case 'meta': {
@@ -233,25 +233,30 @@ export class TarSplitRecorder extends Transform {
     }
   }
 
+  /** Raw bytes go into one reused buffer until the next file entry (allocating per header cost GC time). */
   private addSegment(bytes: Buffer): void {
     if (bytes.length === 0) return;
-    this.segment.push(Buffer.from(bytes));
-    this.segmentBytes += bytes.length;
+    const need = this.segmentBytes + bytes.length;
+    if (need > this.segment.length) {
+      const bigger = Buffer.allocUnsafe(Math.max(need, this.segment.length * 2));
+      this.segment.copy(bigger, 0, 0, this.segmentBytes);
+      this.segment = bigger;
+    }
+    bytes.copy(this.segment, this.segmentBytes);
+    this.segmentBytes = need;
   }
 
   private flushSegment(): void {
     if (this.segmentBytes === 0) return;
-    const payload = Buffer.concat(this.segment).toString('base64');
-    this.segment = [];
+    const payload = this.segment.toString('base64', 0, this.segmentBytes);
     this.segmentBytes = 0;
-    this.lines.push(`{"type":2,"payload":"${payload}","position":${this.position++}}\n`);
+    this.line(`{"type":2,"payload":"${payload}","position":${this.position++}}\n`);
   }
 
-  private onHeader(): void {
-    const h = this.header;
-    this.header = Buffer.alloc(0);
+  /** `h` is a view of the stream's chunk (never modified) or a buffer of its own: either may be kept. */
+  private onHeader(h: Buffer): void {
     this.addSegment(h);
-    if (h.every((b) => b === 0)) {
+    if (isZeroBlock(h)) {
       // End-of-archive: the zero blocks and anything after them are raw bytes.
       this.state = 'trailer';
       return;
@@ -333,15 +338,82 @@ export class TarSplitRecorder extends Transform {
     const valid = Buffer.from(text, 'utf8').equals(name);
     const key = posix.normalize(valid ? text : name.toString('latin1'));
     // tar-split's packer and unpacker refuse duplicate paths (storage/packer.go ErrDuplicatePath).
-    if (this.seen.has(key)) throw new GiveUp(`duplicate path in the layer tar: ${text}`);
-    this.seen.add(key);
+    if (!this.seen.add(Buffer.from(key, 'utf8'))) throw new GiveUp(`duplicate path in the layer tar: ${text}`);
     const parts = [`"type":1`];
     parts.push(valid ? `"name":${JSON.stringify(text)}` : `"name_raw":"${name.toString('base64')}"`);
     if (size > 0) parts.push(`"size":${size}`);
     parts.push(`"payload":${crc ? `"${crc.toString('base64')}"` : 'null'}`);
     parts.push(`"position":${this.position++}`);
-    this.lines.push(`{${parts.join(',')}}\n`);
+    this.line(`{${parts.join(',')}}\n`);
   }
+}
+
+/**
+ * A set of byte strings in two flat arrays (open addressing over an arena).
+ * A JS Set holding one string per file made V8 run a full collection every
+ * few megabytes of a layer (tens of them per layer, a sixth of the CPU time).
+ */
+export class PathSet {
+  /** Entries: [u32 hash][u32 length][bytes], back to back. */
+  private arena = Buffer.allocUnsafe(64 * 1024);
+  private used = 0;
+  /** 0 = empty, else 1 + the entry's offset in the arena. */
+  private slots = new Int32Array(4096);
+  private count = 0;
+
+  /** Adds `key`; false when it was already there. */
+  add(key: Buffer): boolean {
+    const hash = fnv1a(key);
+    const mask = this.slots.length - 1;
+    let i = hash & mask;
+    for (let s = this.slots[i]!; s !== 0; s = this.slots[i]!) {
+      const off = s - 1;
+      if (
+        this.arena.readInt32LE(off) === hash &&
+        this.arena.readUInt32LE(off + 4) === key.length &&
+        this.arena.compare(key, 0, key.length, off + 8, off + 8 + key.length) === 0
+      ) {
+        return false;
+      }
+      i = (i + 1) & mask;
+    }
+    const need = this.used + 8 + key.length;
+    if (need > this.arena.length) {
+      const bigger = Buffer.allocUnsafe(Math.max(need, this.arena.length * 2));
+      this.arena.copy(bigger, 0, 0, this.used);
+      this.arena = bigger;
+    }
+    this.arena.writeInt32LE(hash, this.used);
+    this.arena.writeUInt32LE(key.length, this.used + 4);
+    key.copy(this.arena, this.used + 8);
+    this.slots[i] = this.used + 1;
+    this.used = need;
+    if (++this.count * 2 > this.slots.length) this.grow();
+    return true;
+  }
+
+  private grow(): void {
+    const slots = new Int32Array(this.slots.length * 2);
+    const mask = slots.length - 1;
+    for (const s of this.slots) {
+      if (s === 0) continue;
+      let i = this.arena.readInt32LE(s - 1) & mask;
+      while (slots[i] !== 0) i = (i + 1) & mask;
+      slots[i] = s;
+    }
+    this.slots = slots;
+  }
+}
+
+function fnv1a(b: Buffer): number {
+  let h = 0x811c9dc5 | 0;
+  for (let i = 0; i < b.length; i++) h = Math.imul(h ^ b[i]!, 0x01000193);
+  return h;
+}
+
+function isZeroBlock(b: Buffer): boolean {
+  for (let i = 0; i < b.length; i++) if (b[i] !== 0) return false;
+  return true;
 }
 
 function trimNul(b: Buffer): Buffer {

@@ -1,4 +1,4 @@
-import { closeSync, mkdtempSync, openSync, rmSync, symlinkSync, writeFileSync } from 'node:fs';
+import { closeSync, lstatSync, mkdtempSync, openSync, rmSync, symlinkSync, writeFileSync, writeSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterAll, describe, expect, it } from 'vitest';
@@ -40,5 +40,40 @@ describe('native addon', () => {
     expect(sys.lgetxattr(f, 'user.ocisnap')?.toString()).toBe('v');
     expect(sys.llistxattr(f)).toContain('user.ocisnap');
     expect(sys.lgetxattr(f, 'user.absent')).toBeNull();
+  });
+
+  it('computes CRC-64/GO-ISO in slices, continuing from a state', () => {
+    const state = Buffer.alloc(8, 0xff);
+    sys.crc64(state, Buffer.from('1234'));
+    sys.crc64(state, new Uint8Array(Buffer.from('56789')));
+    const crc = Buffer.from(state.map((b) => ~b & 0xff)).reverse();
+    expect(crc.toString('hex')).toBe('b90956c775a41001');
+    expect(() => sys.crc64(Buffer.alloc(4), Buffer.from('x'))).toThrow(/8 bytes/);
+  });
+
+  it('hashes sha256 batches asynchronously, one update at a time', async () => {
+    const ctx = sys.sha256Create();
+    const parts = [Buffer.from('ab'), new Uint8Array(0), Buffer.from('c')];
+    const done = new Promise<Error | null>((resolve) => sys.sha256Update(ctx, parts, resolve));
+    expect(() => sys.sha256Digest(ctx)).toThrow(/busy/);
+    expect(() => sys.sha256Update(ctx, [], () => {})).toThrow(/busy/);
+    expect(await done).toBeNull();
+    // SHA-256("abc"), FIPS 180-2 example.
+    expect(sys.sha256Digest(ctx).toString('hex')).toBe('ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad');
+  });
+
+  it('finishes a written file: owner, then mode (setuid kept), times to the nanosecond, closed', () => {
+    const f = join(dir, 'finished');
+    const fd = openSync(f, 'w', 0o600);
+    writeSync(fd, 'data');
+    sys.finishFile(fd, 1234, 5678, 0o4751, 1_600_000_000, 123_456_789, 1_500_000_000, 987_654_321);
+    const st = lstatSync(f, { bigint: true });
+    expect([st.uid, st.gid, st.mode & 0o7777n]).toEqual([1234n, 5678n, 0o4751n]);
+    expect(st.mtimeNs).toBe(1_500_000_000_987_654_321n);
+    expect(st.atimeNs).toBe(1_600_000_000_123_456_789n);
+    // A failing step is reported; the steps before it took effect.
+    const ro = openSync(f, 'r');
+    expect(() => sys.finishFile(ro, 0, 0, 0o644, 0, -1, 0, 0)).toThrow(/EINVAL: .*futimens/);
+    expect(lstatSync(f).mode & 0o7777).toBe(0o644);
   });
 });
