@@ -9,10 +9,21 @@ import { randomBytes } from 'node:crypto';
 import { open, rename, unlink } from 'node:fs/promises';
 import { basename, dirname, join } from 'node:path';
 
-/** Replaces `path` atomically with `data`; `mode` (default 0o644) is set exactly, regardless of umask. */
-export async function writeFileAtomic(path: string, data: string | Uint8Array, mode = 0o644): Promise<void> {
+/**
+ * Replaces `path` atomically with `data`; `mode` (default 0o644) is set
+ * exactly, regardless of umask. `tempPrefix` names the temporary file
+ * `<tempPrefix><name><random>` so that a directory's owner can find and remove
+ * leftovers of interrupted writers (containers/storage uses `.tmp-`).
+ */
+export async function writeFileAtomic(
+  path: string,
+  data: string | Uint8Array,
+  mode = 0o644,
+  opts: { tempPrefix?: string } = {},
+): Promise<void> {
   const dir = dirname(path);
-  const tmp = join(dir, `.${basename(path)}.tmp-${randomBytes(6).toString('hex')}`);
+  const random = randomBytes(6).toString('hex');
+  const tmp = join(dir, opts.tempPrefix === undefined ? `.${basename(path)}.tmp-${random}` : `${opts.tempPrefix}${basename(path)}${random}`);
   const fh = await open(tmp, 'wx', mode);
   try {
     try {

@@ -1,0 +1,14 @@
+export { defaultHealthConfig, DEFAULT_HEALTH_CONF, HealthConfigError, loadHealthConfig, parseHealthConfig } from './config.js';
+export type { HealthAction, HealthConfig, NonTrialMode } from './config.js';
+export { createHealthLog } from './log.js';
+export type { HealthLog, Priority } from './log.js';
+export { findScripts, runWithTimeout, scriptDirs } from './scripts.js';
+export type { ScriptDirs, ScriptKind, RunResult } from './scripts.js';
+export type { CheckOutcome } from './builtin.js';
+export { findGrubenv, grubArmTrial, grubSetDefault, GRUB_VARS, grubSettledVars, grubTrialVars, readGrubenv, updateGrubenv } from './grubenv.js';
+export { countBoot, HealthError, runHealthCheck } from './verdict.js';
+export type { BootCountOptions, BootCountResult, HealthCheckResult, HealthRunOptions } from './verdict.js';
+export { healthRecordPath, readHealthRecord } from './report.js';
+export type { BootCountReport, HealthRecord, HealthReport } from './report.js';
+export { formatHealthStatus, healthStatus, HEALTH_STATUS_SCHEMA_VERSION } from './status.js';
+export type { HealthStatus } from './status.js';
