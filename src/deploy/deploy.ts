@@ -11,14 +11,25 @@
  *   /etc three-way merge (base: the current snapshot's image in the store)
  *   deploy hooks (hooks.ts)
  *   .snapshots/N/info.xml (snapper sees the snapshot from here on)
+ *   boot tries: --tries, else `tries` of N's own /etc/ocisnap/health.conf
  *   optional read-only property
  *   btrfs set-default N; sync                           ← the commit point: N boots next
+ *   grubenv: N on trial with its tries (health/grubenv.ts; nothing without a grubenv)
  *   state: deployment N pending, inProgress cleared     ← a crash before this is finished by the next run
+ *
+ * The default of the boot tries comes from the health.conf N boots with: its
+ * /etc/ocisnap/health.conf after the /etc merge (read confined to N, as a
+ * symlink there must not reach the host). On the running system that is the
+ * host's file carried over (unless the admin never changed it and the image
+ * ships another); with --sysroot it is the target system's, not that of the
+ * machine running ocisnap. A malformed one stops the deploy before the commit
+ * point: the trial's health check would fail on it anyway.
  *
  * A failure before the commit point removes every trace of N (except its
  * number, never reused) and leaves the state as it was; the old default is
  * never touched before the commit point.
  */
+import { closeSync, readFileSync } from 'node:fs';
 import { lstat } from 'node:fs/promises';
 import { join } from 'node:path';
 import { execa } from 'execa';
@@ -35,13 +46,15 @@ import { digestHex } from '../oci/digest.js';
 import { hostPlatform } from '../oci/platform.js';
 import { formatReference, parseReference } from '../oci/reference.js';
 import type { Digest, Platform } from '../oci/types.js';
+import { defaultHealthConfig, parseHealthConfig, type HealthConfig } from '../health/config.js';
+import { grubArmTrial, MAX_GRUB_TRIES, type GrubenvUpdate } from '../health/grubenv.js';
 import type { ProgressSink } from '../pull/progress.js';
 import { loadPolicyConfig, pullVerifier, verifyStoredImage, type ImageVerification, type PolicyConfig } from '../pull/policy-check.js';
 import { pullImage } from '../pull/pull.js';
 import { openConfiguredSource, type SourceConfig } from '../pull/source-config.js';
 import { resolveImage } from '../registry/source.js';
 import { Store, type ImageRecord } from '../store/index.js';
-import { isErrno } from '../sys/native.js';
+import { isErrno, sys } from '../sys/native.js';
 import { formatEtcMergeReport, mergeEtc, type EtcMergeReport } from './etc-merge.js';
 import { findHooks, hookDirsFor, noHooksNote, runHooks } from './hooks.js';
 import {
@@ -103,8 +116,20 @@ export interface DeployOptions {
   trustRecordedWhenOffline?: boolean;
   /** Set the new snapshot read-only, as MicroOS roots are. */
   readOnly?: boolean;
-  /** Boot tries before the deployment counts as failed (state.ts DEFAULT_TRIES). */
+  /**
+   * Boot tries before the deployment counts as failed; default: `tries` of
+   * the health configuration (see the file comment), else state.ts DEFAULT_TRIES.
+   */
   tries?: number;
+  /** Use this health configuration instead of the new snapshot's /etc/ocisnap/health.conf. */
+  healthConfig?: HealthConfig;
+  /**
+   * grub-editenv command for grubenv; default: the health configuration's
+   * `commands.grub_editenv` on the running system, else grub-editenv or
+   * grub2-editenv (with --sysroot the target's configured tools need not
+   * exist on this machine).
+   */
+  grubEditenv?: string[];
   /** Run deploy hooks (default true). */
   hooks?: boolean;
   /** Extra host directories with hooks (after the snapshot's own). */
@@ -129,6 +154,10 @@ export interface DeployResult {
   hooksRun: string[];
   /** What the signature policy said, as recorded in the deployment. */
   verification?: DeploymentVerification;
+  /** Boot tries the deployment got. */
+  tries: number;
+  /** Whether grubenv was armed for the trial (not: no grubenv, or no grub-editenv). */
+  grubenv: GrubenvUpdate;
 }
 
 // ---------------------------------------------------------------- test crash points
@@ -389,8 +418,14 @@ export async function recoverInterruptedDeployLocked(paths: SysrootPaths): Promi
     }
     const deployment: Parameters<typeof addDeployment>[1] = { snapshot: num, image, manifestDigest: digest as Digest, imageId };
     if (ip.verification !== undefined) deployment.verification = ip.verification;
-    await writeState(paths.root, endDeploy(addDeployment(state, deployment, { followed: image })));
-    return `finished the interrupted deploy of ${image}: snapshot ${num} is the next boot`;
+    // The deploy's --tries is not recorded: the snapshot's health.conf decides.
+    const health = await loadHealthConfigIn(sub).catch(() => defaultHealthConfig());
+    const note = await armGrub(paths, num, health.tries, paths.running ? health.commands.grubEditenv : undefined).then(
+      () => '',
+      (err: unknown) => `; ${describeError(err)}`,
+    );
+    await writeState(paths.root, endDeploy(addDeployment(state, deployment, { followed: image, tries: health.tries })));
+    return `finished the interrupted deploy of ${image}: snapshot ${num} is the next boot${note}`;
   }
   if (isDefault) {
     await writeState(paths.root, endDeploy(state));
@@ -406,12 +441,65 @@ export async function recoverInterruptedDeploy(paths: SysrootPaths, opts: { lock
   return withStateLock(paths.root, () => recoverInterruptedDeployLocked(paths), { timeoutMs: opts.lockTimeoutMs ?? 0 });
 }
 
+// ---------------------------------------------------------------- boot tries
+
+/** Where a system keeps its health configuration (health/config.ts DEFAULT_HEALTH_CONF, relative). */
+const HEALTH_CONF_IN_ROOT = 'etc/ocisnap/health.conf';
+
+/**
+ * The health configuration of the system rooted at `root`, read with every
+ * path component resolved inside `root` (openat2 RESOLVE_IN_ROOT), so an
+ * image's symlink cannot make us read a host file. Missing: the defaults.
+ */
+export async function loadHealthConfigIn(root: string): Promise<HealthConfig> {
+  const c = sys.constants;
+  const what = join(root, HEALTH_CONF_IN_ROOT);
+  let text: string;
+  const rootFd = sys.openat2(c.AT_FDCWD, root, c.O_PATH | c.O_DIRECTORY, 0, 0);
+  try {
+    // O_RDONLY is 0.
+    const fd = sys.openat2(rootFd, HEALTH_CONF_IN_ROOT, 0, 0, c.RESOLVE_IN_ROOT | c.RESOLVE_NO_MAGICLINKS | c.RESOLVE_NO_XDEV);
+    try {
+      text = readFileSync(fd, 'utf8');
+    } finally {
+      closeSync(fd);
+    }
+  } catch (err) {
+    if (isErrno(err, 'ENOENT')) return defaultHealthConfig();
+    throw new DeployError(`cannot read ${what}: ${describeError(err)}`, { cause: err });
+  } finally {
+    closeSync(rootFd);
+  }
+  return parseHealthConfig(text, what);
+}
+
+/**
+ * Puts `num` on trial in grubenv: GRUB ignores the btrfs default and boots
+ * what grubenv names (plugins/grub/grub.cfg), so without this N would not
+ * boot there. Throws a DeployError that says N is deployed nonetheless.
+ */
+async function armGrub(paths: SysrootPaths, num: number, tries: number, editenv: string[] | undefined): Promise<GrubenvUpdate> {
+  try {
+    return await grubArmTrial(paths, num, tries, editenv);
+  } catch (err) {
+    throw new DeployError(
+      `snapshot ${num} is deployed and the btrfs default, but GRUB was not told to try it: ${describeError(err)}; fix that and deploy again`,
+      { cause: err },
+    );
+  }
+}
+
+function checkTries(tries: number): void {
+  if (!Number.isSafeInteger(tries) || tries < 1) throw new DeployError(`boot tries must be a whole number of at least 1, not ${tries}`);
+}
+
 // ---------------------------------------------------------------- deploy
 
 /** Deploys `opts.image` as the next boot; see the file comment for the steps. */
 export async function deploy(opts: DeployOptions): Promise<DeployResult> {
   const { paths } = opts;
   const log = opts.log ?? (() => undefined);
+  if (opts.tries !== undefined) checkTries(opts.tries);
   await checkSysroot(paths);
   const store = await openStore(paths);
 
@@ -463,6 +551,8 @@ export async function deploy(opts: DeployOptions): Promise<DeployResult> {
       const target = snapshotPath(paths, num);
       let etcReport: EtcMergeReport | undefined;
       let hooksRun: string[] = [];
+      let tries: number;
+      let grubEditenv: string[] | undefined;
       try {
         await btrfsSnapshot(layer, target);
         crashPoint('snapshotted');
@@ -506,6 +596,11 @@ export async function deploy(opts: DeployOptions): Promise<DeployResult> {
           }),
         );
         crashPoint('registered');
+        // After the merge and the hooks: the configuration N will boot with.
+        const health = opts.healthConfig ?? (await loadHealthConfigIn(target));
+        tries = opts.tries ?? health.tries;
+        checkTries(tries);
+        grubEditenv = opts.grubEditenv ?? (paths.running ? health.commands.grubEditenv : undefined);
         if (opts.readOnly) await setReadonly(target, true);
 
         const id = (await showSubvolume(target)).id;
@@ -531,8 +626,19 @@ export async function deploy(opts: DeployOptions): Promise<DeployResult> {
       // The commit point must survive a power cut before the state says so.
       await execa('btrfs', ['filesystem', 'sync', paths.root], { reject: false, stdin: 'ignore' });
 
-      const next: { tries?: number; followed?: string } = { followed: opts.follow ?? opts.image };
-      if (opts.tries !== undefined) next.tries = opts.tries;
+      // Before the state: while inProgress is set, a crash here is finished
+      // by the next run's recovery, which arms grubenv again. A failure is
+      // reported once the state records N (N is the default either way).
+      let grubenv: GrubenvUpdate | undefined;
+      let grubError: unknown;
+      try {
+        grubenv = await armGrub(paths, num, tries, grubEditenv);
+      } catch (err) {
+        grubError = err;
+      }
+      crashPoint('grub-armed');
+
+      const next: { tries?: number; followed?: string } = { followed: opts.follow ?? opts.image, tries };
       const deployment: Parameters<typeof addDeployment>[1] = {
         snapshot: num,
         image: opts.image,
@@ -543,8 +649,21 @@ export async function deploy(opts: DeployOptions): Promise<DeployResult> {
       if (verification) deployment.verification = verification;
       await writeState(paths.root, endDeploy(addDeployment(await readState(paths.root), deployment, next)));
       crashPoint('done');
+      if (grubenv === undefined) throw grubError;
+      if (grubenv.updated) {
+        const grubTries = Math.min(tries, MAX_GRUB_TRIES);
+        log(`grubenv ${grubenv.file}: snapshot ${num} on trial, ${grubTries} GRUB boot ${grubTries === 1 ? 'try' : 'tries'}`);
+      }
 
-      const result: DeployResult = { snapshot: num, image: opts.image, manifestDigest: acquired.manifestDigest, imageId: record.id, hooksRun };
+      const result: DeployResult = {
+        snapshot: num,
+        image: opts.image,
+        manifestDigest: acquired.manifestDigest,
+        imageId: record.id,
+        hooksRun,
+        tries,
+        grubenv,
+      };
       if (current.snapshot !== undefined) result.parent = current.snapshot;
       if (etcReport) result.etc = etcReport;
       if (verification) result.verification = verification;

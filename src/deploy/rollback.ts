@@ -12,9 +12,18 @@
  * `ocisnap status`. An automatic rollback by the health module passes `by`
  * and `reason`; one that sets the default under its own state lock uses
  * state.ts recordRollback instead.
+ *
+ * GRUB ignores the btrfs default and boots what grubenv names
+ * (plugins/grub/grub.cfg), so grubenv follows: the target becomes
+ * `ocisnap_default`, with no trial (health/grubenv.ts grubSetDefault; nothing
+ * without a grubenv). Also when the target already was the default, which
+ * repairs a grubenv left behind, unless the target is the deployment on
+ * trial: its GRUB trial stays as it is.
  */
 import { isSubvolume, setDefaultSubvolume, showSubvolume } from '../btrfs/index.js';
-import { OcisnapError } from '../errors.js';
+import { describeError, OcisnapError } from '../errors.js';
+import { DEFAULT_HEALTH_CONF, loadHealthConfig } from '../health/config.js';
+import { grubSetDefault, type GrubenvUpdate } from '../health/grubenv.js';
 import { recoverInterruptedDeployLocked } from './deploy.js';
 import { readInfoXml } from './snapper.js';
 import { findDeployment, pendingDeployment, readState, recordRollback, supersede, withStateLock, writeState, type RollbackBy } from './state.js';
@@ -33,6 +42,12 @@ export interface RollbackOptions {
   by?: RollbackBy;
   /** One line on why, recorded in state.lastRollback (e.g. the failed check). */
   reason?: string;
+  /**
+   * grub-editenv command for grubenv; default: `commands.grub_editenv` of
+   * /etc/ocisnap/health.conf on the running system, else grub-editenv or
+   * grub2-editenv.
+   */
+  grubEditenv?: string[];
 }
 
 export interface RollbackResult {
@@ -42,12 +57,26 @@ export interface RollbackResult {
   previous?: number;
   /** Nothing changed: the target already was the default. */
   unchanged: boolean;
+  /** Whether grubenv was set to boot the target (not: no grubenv, no grub-editenv, or the target is on trial). */
+  grubenv: GrubenvUpdate;
+}
+
+/** The configured grub-editenv of the running system; a broken health.conf must not stop a rollback. */
+async function grubEditenvOf(opts: RollbackOptions, log: (line: string) => void): Promise<string[] | undefined> {
+  if (opts.grubEditenv !== undefined || !opts.paths.running) return opts.grubEditenv;
+  try {
+    return (await loadHealthConfig(DEFAULT_HEALTH_CONF)).commands.grubEditenv;
+  } catch (err) {
+    log(`warning: ${describeError(err)}; using grub-editenv or grub2-editenv`);
+    return undefined;
+  }
 }
 
 export async function rollback(opts: RollbackOptions): Promise<RollbackResult> {
   const { paths } = opts;
   const log = opts.log ?? (() => undefined);
   await checkSysroot(paths);
+  const editenv = await grubEditenvOf(opts, log);
   return withStateLock(
     paths.root,
     async () => {
@@ -72,7 +101,7 @@ export async function rollback(opts: RollbackOptions): Promise<RollbackResult> {
       }
       const def = await defaultSubvolume(paths);
       const id = (await showSubvolume(sub)).id;
-      const result: RollbackResult = { snapshot: num, unchanged: id === def.id };
+      const result: RollbackResult = { snapshot: num, unchanged: id === def.id, grubenv: { updated: false, why: 'not changed' } };
       if (def.snapshot !== undefined) result.previous = def.snapshot;
       if (!result.unchanged) await setDefaultSubvolume(id, paths.root);
       const before = state;
@@ -88,6 +117,19 @@ export async function rollback(opts: RollbackOptions): Promise<RollbackResult> {
         state = recordRollback(state, event);
       }
       if (state !== before) await writeState(paths.root, state);
+      if (!result.unchanged || d?.status !== 'pending') {
+        try {
+          result.grubenv = await grubSetDefault(paths, num, editenv);
+        } catch (err) {
+          throw new RollbackError(
+            `snapshot ${num} is the btrfs default now, but GRUB was not told to boot it: ${describeError(err)}; fix that and run ocisnap rollback ${num} again`,
+            { cause: err },
+          );
+        }
+        if (result.grubenv.updated) log(`grubenv ${result.grubenv.file}: snapshot ${num} boots by default, no trial`);
+      } else {
+        result.grubenv = { updated: false, why: `snapshot ${num} is on trial: its GRUB trial is kept` };
+      }
       return result;
     },
     { timeoutMs: opts.lockTimeoutMs ?? 0 },

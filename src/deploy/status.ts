@@ -42,6 +42,16 @@ export interface SnapshotStatus {
   parent: number | null;
   /** How the signature policy accepted its image at deploy time; null when not recorded (not a deployment, or an older ocisnap deployed it). */
   verification: VerificationStatus | null;
+  /** When, by whom and why it left `pending` (state.ts Verdict); null while pending or when not a deployment. */
+  verdict: VerdictStatus | null;
+}
+
+export interface VerdictStatus {
+  /** ISO 8601 UTC. */
+  at: string;
+  /** What decided: `health-check`, `boot-counter`, `deploy`, `rollback`, `admin`, ... */
+  by: string;
+  reason: string | null;
 }
 
 export interface VerificationStatus {
@@ -135,6 +145,7 @@ export async function systemStatus(paths: SysrootPaths): Promise<SystemStatus> {
             fromRecord: d.verification.fromRecord === true,
           }
         : null,
+      verdict: d?.verdict ? { at: d.verdict.at, by: d.verdict.by, reason: d.verdict.reason ?? null } : null,
     });
   }
   return {
@@ -209,6 +220,7 @@ export function formatStatus(s: SystemStatus): string {
       lines.push(`  ${d.default ? '*' : ' '} ${String(d.number).padStart(4)}  ${(d.status ?? '').padEnd(10)} ${d.image ?? ''}`);
       lines.push(`          digest ${d.digest ?? '-'}  ${d.date}${marks ? `  [${marks}]` : ''}`);
       lines.push(`          ${verificationLine(d.verification)}`);
+      if (d.verdict) lines.push(`          ${verdictLine(d.status, d.verdict)}`);
     }
   }
   for (const m of s.missingDeployments) lines.push(`  missing snapshot ${m.number} (${m.image}, ${m.status}): forgotten by the next ocisnap gc`);
@@ -221,6 +233,11 @@ export function verificationLine(v: VerificationStatus | null): string {
   const what = describeVerification(v.keyId === null ? { requirement: v.requirement } : { requirement: v.requirement, keyId: v.keyId });
   const verified = v.keyId !== null ? 'verified' : 'not verified';
   return `${verified}: ${what}, policy scope ${v.scope}, at ${v.at}${v.fromRecord ? ' (recorded at pull; registry unreachable at deploy)' : ''}`;
+}
+
+/** "verdict: bad at 2026-…Z by health-check: required check 10-app failed". */
+export function verdictLine(status: DeploymentStatus | null, v: VerdictStatus): string {
+  return `verdict: ${status ?? '-'} at ${v.at} by ${v.by}${v.reason === null ? '' : `: ${v.reason}`}`;
 }
 
 /** The table of `ocisnap list`: every snapper snapshot, ocisnap's and others. */
