@@ -89,7 +89,7 @@ function withPolicyOptions(cmd: Command): Command {
 function withDeployOptions(cmd: Command): Command {
   return withPolicyOptions(withPullOptions(cmd))
     .option('--read-only', 'make the new snapshot read-only (as MicroOS roots are)')
-    .option('--tries <n>', 'boots the new deployment may try before it counts as failed')
+    .option('--tries <n>', "boots the new deployment may try before it counts as failed (default: `tries` of the new snapshot's /etc/ocisnap/health.conf, else 3)")
     .option('--no-hooks', 'do not run deploy hooks')
     .option('--hook-dir <dir>', 'extra host directory of deploy hooks (repeatable)', (v: string, acc: string[]) => [...acc, v], [] as string[])
     .option('--wait <seconds>', 'wait this long for another ocisnap command to finish', '0');

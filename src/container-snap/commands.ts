@@ -13,10 +13,8 @@
  * pending deployment when it holds an image; `delete --id` refuses the
  * default and the booted snapshot.
  */
-import { join } from 'node:path';
 import { execa } from 'execa';
 import {
-  deleteSubvolume,
   getDefaultSubvolume,
   getReadonly,
   isSubvolume,
@@ -28,25 +26,24 @@ import {
 import { OcisnapError } from '../errors.js';
 import {
   currentSystem,
+  discardSnapshot,
   IMAGE_ID_USERDATA,
+  mergeCurrentEtc,
   openStore,
   pullForDeploy,
-  recoverInterruptedDeployLocked,
+  withRecoveredState,
 } from '../deploy/deploy.js';
-import { formatEtcMergeReport, mergeEtc } from '../deploy/etc-merge.js';
 import {
   deploymentSnapshotInfo,
   listSnapshots,
   OCISNAP_USERDATA,
   readInfoXml,
-  releaseSnapshotDir,
   reserveSnapshotNumber,
-  unregisterSnapshot,
   writeInfoXml,
   type SnapshotInfo,
 } from '../deploy/snapper.js';
 import {
-  addDeployment,
+  adoptSnapshot,
   beginDeploy,
   endDeploy,
   findDeployment,
@@ -221,14 +218,6 @@ export async function getCurrent(ctx: Context): Promise<string> {
   return idOfSubvolume(ctx, booted.id);
 }
 
-/** Removes snapshot `num` made by create-snapshot that did not finish: info.xml, subvolume, directory. */
-async function discard(ctx: Context, num: number): Promise<void> {
-  await unregisterSnapshot(ctx.paths.snapshotsDir, num);
-  const sub = snapshotPath(ctx.paths, num);
-  if (await isSubvolume(sub)) await deleteSubvolume(sub, { recursive: true });
-  await releaseSnapshotDir(ctx.paths.snapshotsDir, num);
-}
-
 /**
  * `create-snapshot ID`: a new writable snapper snapshot from an image (its
  * top layer, /etc merged from the current system) or from a snapshot (plain
@@ -239,9 +228,7 @@ export async function createSnapshot(ctx: Context, id: string): Promise<string> 
   const { paths } = ctx;
   await checkSysroot(paths);
   const store = await openStore(paths);
-  return withStateLock(paths.root, async () => {
-    const recovered = await recoverInterruptedDeployLocked(paths);
-    if (recovered) ctx.log(recovered);
+  return withRecoveredState(paths, ctx.log, async () => {
     const base = await resolve(ctx, id, store);
     const state = await readState(paths.root);
     const num = await reserveSnapshotNumber(paths.snapshotsDir, { above: state.highestSnapshot });
@@ -253,14 +240,10 @@ export async function createSnapshot(ctx: Context, id: string): Promise<string> 
       if (base.kind === 'image') {
         imageId = base.record.id;
         await snapshotSubvolume(base.path, target);
-        const current = await currentSystem(paths, state, store);
-        if (current.etc) {
-          ctx.log(current.describe);
-          const targetEtc = join(target, 'etc');
-          const report = await mergeEtc(current.baseEtc ? { base: current.baseEtc, local: current.etc, target: targetEtc } : { local: current.etc, target: targetEtc });
-          for (const line of formatEtcMergeReport(report)) ctx.log(line);
-        }
         const name = base.record.names?.[0] ?? base.record.id;
+        const current = await currentSystem(paths, state, store);
+        if (current.etc) ctx.log(current.describe);
+        await mergeCurrentEtc(current, target, name, ctx.log);
         info = deploymentSnapshotInfo({
           num,
           image: name,
@@ -285,7 +268,7 @@ export async function createSnapshot(ctx: Context, id: string): Promise<string> 
       await writeState(paths.root, endDeploy(await readState(paths.root)));
       return formatSnapshotId(num, imageId);
     } catch (err) {
-      await discard(ctx, num);
+      await discardSnapshot(paths, num);
       await writeState(paths.root, endDeploy(await readState(paths.root)));
       throw err;
     }
@@ -307,9 +290,7 @@ export async function switchTo(ctx: Context, id: string): Promise<void> {
     ctx.log(`deployed ${ref.imageId} as ${made}`);
     return switchTo(ctx, made);
   }
-  await withStateLock(paths.root, async () => {
-    const recovered = await recoverInterruptedDeployLocked(paths);
-    if (recovered) ctx.log(recovered);
+  await withRecoveredState(paths, ctx.log, async () => {
     const snap = await resolveSnapshot(ctx, ref.num, ref.imageId);
     await setDefaultSubvolume((await showSubvolume(snap.path)).id, paths.root);
     await execa('btrfs', ['filesystem', 'sync', paths.root], { reject: false, stdin: 'ignore' });
@@ -318,11 +299,8 @@ export async function switchTo(ctx: Context, id: string): Promise<void> {
     if (findDeployment(state, snap.num) || snap.imageId === undefined || digest === undefined) return;
     const image = snap.info.userdata[OCISNAP_USERDATA.image] ?? snap.imageId;
     try {
-      // create-snapshot used this number (state.highestSnapshot); switching to it
-      // finishes that deploy, which addDeployment allows for the in-progress number.
-      const finishing = state.inProgress ? state : { ...state, inProgress: { snapshot: snap.num, image, startedAt: new Date().toISOString() } };
-      const next = addDeployment(finishing, { snapshot: snap.num, image, manifestDigest: digest as Digest, imageId: snap.imageId });
-      await writeState(paths.root, state.inProgress ? next : endDeploy(next));
+      // create-snapshot (or snapper, for tukit) already took this number.
+      await writeState(paths.root, adoptSnapshot(state, { snapshot: snap.num, image, manifestDigest: digest as Digest, imageId: snap.imageId }));
     } catch (err) {
       if (!(err instanceof StateTransitionError)) throw err;
       ctx.log(`snapshot ${snap.num} not recorded as a deployment: ${err.message}`);
@@ -354,7 +332,7 @@ export async function deleteById(ctx: Context, id: string): Promise<void> {
         throw err;
       }
     }
-    await discard(ctx, snap.num);
+    await discardSnapshot(paths, snap.num);
   });
 }
 

@@ -49,11 +49,22 @@ import type { Digest, Platform } from '../oci/types.js';
 import { defaultHealthConfig, parseHealthConfig, type HealthConfig } from '../health/config.js';
 import { grubArmTrial, MAX_GRUB_TRIES, type GrubenvUpdate } from '../health/grubenv.js';
 import type { ProgressSink } from '../pull/progress.js';
-import { loadPolicyConfig, pullVerifier, verifyStoredImage, type ImageVerification, type PolicyConfig } from '../pull/policy-check.js';
+import {
+  loadPolicyConfig,
+  pullVerifier,
+  StoredImageMismatchError,
+  verifyStoredImage,
+  type ImageVerification,
+  type PolicyConfig,
+  type StoredImageCheck,
+  type StoredVerification,
+} from '../pull/policy-check.js';
+import { readImageVerifications } from '../pull/verification-record.js';
+import { PolicyRejectedError } from '../policy/verify.js';
 import { pullImage } from '../pull/pull.js';
 import { openConfiguredSource, type SourceConfig } from '../pull/source-config.js';
 import { resolveImage } from '../registry/source.js';
-import { Store, type ImageRecord } from '../store/index.js';
+import { imageDigests, Store, type ImageRecord } from '../store/index.js';
 import { isErrno, sys } from '../sys/native.js';
 import { formatEtcMergeReport, mergeEtc, type EtcMergeReport } from './etc-merge.js';
 import { findHooks, hookDirsFor, noHooksNote, runHooks } from './hooks.js';
@@ -77,11 +88,17 @@ import {
   writeState,
   type DeploymentVerification,
   type State,
+  type StateLockOptions,
 } from './state.js';
 import { bootedSubvolume, checkSysroot, defaultSubvolume, pathInSysroot, snapshotPath, type SysrootPaths } from './sysroot.js';
 
 /** Extra userdata ocisnap writes besides OCISNAP_USERDATA: the store's image ID, so an interrupted deploy can be finished. */
 export const IMAGE_ID_USERDATA = 'ocisnap.image-id';
+
+/** The info.xml userdata that says which image a snapshot holds (read back by imageOfSnapshot and recovery). */
+export function imageUserdata(image: string, manifestDigest: string, imageId: string): Record<string, string> {
+  return { [OCISNAP_USERDATA.image]: image, [OCISNAP_USERDATA.digest]: manifestDigest, [IMAGE_ID_USERDATA]: imageId };
+}
 
 /** The image is not in the layer store (with --no-pull), or vanished from it. */
 export class ImageNotFoundError extends OcisnapError {}
@@ -244,10 +261,13 @@ export async function pullForDeploy(
   }
 }
 
+/** Transports of local copies (containers-transports(5)). */
+const localTransports = ['dir:', 'oci:', 'oci-archive:'];
+
 /**
  * Finds `spec` in the store without pulling. A registry reference is looked
- * up by name (or digest); an `oci:`/`oci-archive:` source is read locally to
- * learn its image ID; anything else may be an image ID or ID prefix.
+ * up by name (or digest); a `dir:`/`oci:`/`oci-archive:` source is read locally
+ * to learn its image ID; anything else may be an image ID or ID prefix.
  */
 export async function findStoredImage(
   store: Store,
@@ -255,7 +275,7 @@ export async function findStoredImage(
   opts: { platform?: Platform; sourceConfig?: SourceConfig } = {},
 ): Promise<AcquiredImage> {
   let record: ImageRecord | undefined;
-  if (spec.startsWith('oci:') || spec.startsWith('oci-archive:')) {
+  if (localTransports.some((p) => spec.startsWith(p))) {
     const { source } = await openConfiguredSource(spec, opts.sourceConfig ?? {});
     try {
       const resolved = await resolveImage(source, opts.platform ?? hostPlatform());
@@ -289,8 +309,97 @@ export async function findStoredImage(
   return { record, manifestDigest: record.digest as Digest };
 }
 
+/** Does `spec` name a registry (docker://…, or a reference whose first component is a host)? */
+function namesRegistry(spec: string): boolean {
+  if (spec.startsWith('docker://')) return true;
+  const slash = spec.indexOf('/');
+  const first = slash === -1 ? '' : spec.slice(0, slash);
+  return /[.:]/.test(first) || first === 'localhost';
+}
+
+/** The stored image has a name the registry policy can be checked under (a name, or a registry verification). */
+function hasRegistryName(record: ImageRecord, recorded: ImageVerification[]): boolean {
+  return (record.names ?? []).length > 0 || recorded.some((v) => v.transport === 'docker');
+}
+
+/**
+ * policy-check.ts verifyStoredImage for a deploy without pull, also for an
+ * image named by its ID that has no registry name (pulled from a dir:, oci:
+ * or oci-archive: copy). containers-policy.json(5) checks such an image under
+ * its copy's transport and real path, with the copy's signatures (dir:
+ * signature-N files; oci: layouts and archives carry none): so the copy the
+ * pull recorded (verification-record.ts: transport and path) is read again
+ * and must still hold the image. Without such a record, or when the copy is
+ * gone or changed, the deploy is refused with what to do instead.
+ */
+export async function reverifyStoredImage(store: Store, record: ImageRecord, spec: string, check: StoredImageCheck): Promise<StoredVerification> {
+  if (localTransports.some((p) => spec.startsWith(p)) || namesRegistry(spec)) return verifyStoredImage(store, record, spec, check);
+  const recorded = await readImageVerifications(store, record);
+  if (hasRegistryName(record, recorded)) return verifyStoredImage(store, record, spec, check);
+  const digests = imageDigests(record);
+  const copy = recorded.find((v) => v.transport !== 'docker' && digests.includes(v.signedDigest));
+  const instead = 'deploy it from the copy that holds it now (dir:DIR, oci:DIR[:TAG] or oci-archive:FILE[:TAG]) or pull it by a registry name';
+  if (copy === undefined) {
+    throw new StoredImageMismatchError(
+      `image ${spec} (${record.id}) has no registry name and no record of the copy it was pulled from, so the signature policy cannot be checked for it; ${instead}`,
+    );
+  }
+  const from = `${copy.transport}:${copy.reference}`;
+  try {
+    return await verifyStoredImage(store, record, from, check);
+  } catch (err) {
+    if (err instanceof PolicyRejectedError) throw err;
+    throw new StoredImageMismatchError(
+      `image ${spec} (${record.id}) was pulled from ${from}, which the signature policy check needs to read again: ${describeError(err)}; ${instead}`,
+      { cause: err },
+    );
+  }
+}
+
+export interface AcquireOptions {
+  /** What to deploy, as the user wrote it (DeployOptions.image), or a stored image ID with `pull: false`. */
+  image: string;
+  /** Pull the image (default true); false: it must already be in the store, and is re-checked. */
+  pull?: boolean;
+  /** default: loadPolicyConfig() */
+  policy?: PolicyConfig;
+  sourceConfig?: SourceConfig;
+  platform?: Platform;
+  progress?: ProgressSink;
+  /** DeployOptions.trustRecordedWhenOffline */
+  trustRecordedWhenOffline?: boolean;
+  log?: (line: string) => void;
+}
+
+/**
+ * The image to deploy, checked against the signature policy: pulled (skipping
+ * what the store has), or found in the store and re-checked there
+ * (reverifyStoredImage), so a policy tightened, or a signature withdrawn,
+ * since the pull counts.
+ */
+export async function acquireImage(store: Store, opts: AcquireOptions): Promise<AcquiredImage> {
+  // The policy first: one that cannot be read stops before anything is fetched.
+  const policy = opts.policy ?? (await loadPolicyConfig());
+  const lookup: { platform?: Platform; sourceConfig?: SourceConfig; progress?: ProgressSink } = {};
+  if (opts.platform) lookup.platform = opts.platform;
+  if (opts.sourceConfig) lookup.sourceConfig = opts.sourceConfig;
+  if (opts.progress) lookup.progress = opts.progress;
+  if (opts.pull !== false) return pullForDeploy(store, opts.image, policy, lookup);
+  const acquired = await findStoredImage(store, opts.image, lookup);
+  const verification = await reverifyStoredImage(store, acquired.record, opts.image, {
+    config: policy,
+    sourceConfig: opts.sourceConfig ?? {},
+    trustRecordedWhenOffline: opts.trustRecordedWhenOffline === true,
+  });
+  if (verification.fromRecord) {
+    opts.log?.(`note: the registry could not be reached; using the verification recorded at pull (${verification.time}): ${verification.details}`);
+  }
+  acquired.verification = verification;
+  return acquired;
+}
+
 /** The top layer's subvolume of a stored image; refuses images without layers or with missing ones. */
-async function topLayerPath(store: Store, record: ImageRecord, spec: string): Promise<string> {
+export async function topLayerPath(store: Store, record: ImageRecord, spec: string): Promise<string> {
   if (record.layer === undefined) throw new DeployError(`image ${spec} (${record.id}) has no layers: nothing to boot`);
   const layer = await store.getLayer(record.layer);
   const path = store.layerPath(record.layer);
@@ -313,7 +422,8 @@ export interface CurrentSystem {
   describe: string;
 }
 
-async function isDir(path: string): Promise<boolean> {
+/** A directory, not a link to one. */
+export async function isDir(path: string): Promise<boolean> {
   try {
     return (await lstat(path)).isDirectory();
   } catch {
@@ -346,9 +456,9 @@ export async function currentSystem(paths: SysrootPaths, state: State, store: St
   const current: CurrentSystem = { describe: '' };
   if (await isDir(etc)) current.etc = etc;
   if (snapshot !== undefined) current.snapshot = snapshot;
-  const base = snapshot === undefined ? undefined : await baseImageOf(paths, state, store, snapshot);
+  const base = snapshot === undefined ? undefined : await imageOfSnapshot(paths, store, snapshot, state);
   if (base) {
-    const baseEtc = join(store.layerPath(base.layer!), 'etc');
+    const baseEtc = join(store.layerPath(base.layer), 'etc');
     if (await isDir(baseEtc)) current.baseEtc = baseEtc;
   }
   const who = snapshot === undefined ? root : `snapshot ${snapshot}`;
@@ -358,9 +468,18 @@ export async function currentSystem(paths: SysrootPaths, state: State, store: St
   return current;
 }
 
-/** The stored image snapshot `num` was deployed from: by the state, else by its info.xml digest. */
-async function baseImageOf(paths: SysrootPaths, state: State, store: Store, num: number): Promise<ImageRecord | undefined> {
-  const d = findDeployment(state, num);
+/**
+ * The stored image snapshot `num` holds (with its top layer): by the state
+ * (read when not given), else by its info.xml userdata (image ID, then
+ * manifest digest). Undefined when unknown or gone from the store.
+ */
+export async function imageOfSnapshot(
+  paths: SysrootPaths,
+  store: Store,
+  num: number,
+  state?: State,
+): Promise<(ImageRecord & { layer: string }) | undefined> {
+  const d = findDeployment(state ?? (await readState(paths.root)), num);
   let image: ImageRecord | undefined;
   if (d) image = await store.findImage(d.imageId).catch(() => undefined);
   if (!image) {
@@ -370,7 +489,27 @@ async function baseImageOf(paths: SysrootPaths, state: State, store: Store, num:
     if (id !== undefined) image = await store.findImage(id).catch(() => undefined);
     if (!image && digest !== undefined) image = (await store.listImages()).find((i) => i.digest === digest);
   }
-  return image?.layer === undefined ? undefined : image;
+  return image?.layer === undefined ? undefined : (image as ImageRecord & { layer: string });
+}
+
+/**
+ * Merges the current system's /etc into the image's in `target`, a new
+ * snapshot of the image (etc-merge.ts), logging the report; undefined when
+ * the current system has no /etc. An image without /etc is refused.
+ */
+export async function mergeCurrentEtc(
+  current: CurrentSystem,
+  target: string,
+  image: string,
+  log: (line: string) => void,
+): Promise<EtcMergeReport | undefined> {
+  if (!current.etc) return undefined;
+  const targetEtc = join(target, 'etc');
+  if (!(await isDir(targetEtc))) throw new DeployError(`image ${image} has no /etc directory; refusing to deploy a root without one`);
+  crashPoint('merging');
+  const report = await mergeEtc(current.baseEtc ? { base: current.baseEtc, local: current.etc, target: targetEtc } : { local: current.etc, target: targetEtc });
+  for (const line of formatEtcMergeReport(report)) log(line);
+  return report;
 }
 
 // ---------------------------------------------------------------- recovery
@@ -379,7 +518,7 @@ async function baseImageOf(paths: SysrootPaths, state: State, store: Store, num:
  * Undoes a reserved snapshot that never became the default: info.xml first
  * (snapper stops listing it), then the subvolume, then the directory.
  */
-async function discardSnapshot(paths: SysrootPaths, num: number): Promise<void> {
+export async function discardSnapshot(paths: SysrootPaths, num: number): Promise<void> {
   await unregisterSnapshot(paths.snapshotsDir, num);
   const sub = snapshotPath(paths, num);
   if (await isSubvolume(sub)) {
@@ -434,6 +573,28 @@ export async function recoverInterruptedDeployLocked(paths: SysrootPaths): Promi
   await discardSnapshot(paths, num);
   await writeState(paths.root, endDeploy(state));
   return `removed the interrupted deploy of ${ip.image} (snapshot ${num}); the default is unchanged`;
+}
+
+/**
+ * Runs `fn` holding the state lock, after recovering an interrupted deploy
+ * (its line goes to `log`): what every command that changes snapshots or
+ * deployments does first.
+ */
+export async function withRecoveredState<T>(
+  paths: SysrootPaths,
+  log: (line: string) => void,
+  fn: () => Promise<T>,
+  lock: StateLockOptions = {},
+): Promise<T> {
+  return withStateLock(
+    paths.root,
+    async () => {
+      const recovered = await recoverInterruptedDeployLocked(paths);
+      if (recovered) log(recovered);
+      return fn();
+    },
+    lock,
+  );
 }
 
 /** Takes the state lock and recovers (for commands that only need recovery). */
@@ -505,37 +666,17 @@ export async function deploy(opts: DeployOptions): Promise<DeployResult> {
 
   let acquired: AcquiredImage;
   try {
-    const lookup: { platform?: Platform; sourceConfig?: SourceConfig; progress?: ProgressSink } = {};
-    if (opts.platform) lookup.platform = opts.platform;
-    if (opts.sourceConfig) lookup.sourceConfig = opts.sourceConfig;
-    if (opts.progress) lookup.progress = opts.progress;
-    // The policy first: one that cannot be read stops the deploy before anything is fetched.
-    const policy = opts.policy ?? (await loadPolicyConfig());
-    if (opts.pull === false) {
-      acquired = await findStoredImage(store, opts.image, lookup);
-      // A policy tightened, or a signature withdrawn, since the pull counts.
-      acquired.verification = await verifyStoredImage(store, acquired.record, opts.image, {
-        config: policy,
-        sourceConfig: opts.sourceConfig ?? {},
-        trustRecordedWhenOffline: opts.trustRecordedWhenOffline === true,
-      });
-      if (acquired.verification.fromRecord) {
-        log(`note: the registry could not be reached; using the verification recorded at pull (${acquired.verification.time}): ${acquired.verification.details}`);
-      }
-    } else {
-      acquired = await pullForDeploy(store, opts.image, policy, lookup);
-    }
+    acquired = await acquireImage(store, { ...opts, log });
   } catch (err) {
     throw explainNoSpace(err, `pulling ${opts.image}`, paths);
   }
   crashPoint('pulled');
   const verification = acquired.verification && deploymentVerificationOf(acquired.verification);
 
-  return withStateLock(
-    paths.root,
+  return withRecoveredState(
+    paths,
+    log,
     async () => {
-      const recovered = await recoverInterruptedDeployLocked(paths);
-      if (recovered) log(recovered);
       const state = await readState(paths.root);
       // Re-read under the lock: a gc may have removed the image since the pull.
       const record = await store.findImage(acquired.record.id);
@@ -558,15 +699,7 @@ export async function deploy(opts: DeployOptions): Promise<DeployResult> {
         crashPoint('snapshotted');
 
         log(current.describe);
-        const targetEtc = join(target, 'etc');
-        if (current.etc) {
-          if (!(await isDir(targetEtc))) {
-            throw new DeployError(`image ${opts.image} has no /etc directory; refusing to deploy a root without one`);
-          }
-          crashPoint('merging');
-          etcReport = await mergeEtc(current.baseEtc ? { base: current.baseEtc, local: current.etc, target: targetEtc } : { local: current.etc, target: targetEtc });
-          for (const line of formatEtcMergeReport(etcReport)) log(line);
-        }
+        etcReport = await mergeCurrentEtc(current, target, opts.image, log);
         crashPoint('merged');
 
         if (opts.hooks !== false) {

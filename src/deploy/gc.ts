@@ -17,9 +17,9 @@
  */
 import { deleteSubvolume, isSubvolume } from '../btrfs/index.js';
 import { describeError, OcisnapError } from '../errors.js';
-import { openStore, recoverInterruptedDeployLocked } from './deploy.js';
+import { openStore, withRecoveredState } from './deploy.js';
 import { listSnapshots, releaseSnapshotDir, unregisterSnapshot } from './snapper.js';
-import { readState, removeDeployment, withStateLock, writeState, type State } from './state.js';
+import { readState, removeDeployment, writeState, type State } from './state.js';
 import { bootedSubvolume, checkSysroot, defaultSubvolume, snapshotPath, type SysrootPaths } from './sysroot.js';
 
 export const DEFAULT_KEEP = 3;
@@ -78,11 +78,10 @@ export async function gc(opts: GcOptions): Promise<GcResult> {
   const keep = opts.keep ?? DEFAULT_KEEP;
   if (!Number.isSafeInteger(keep) || keep < 0) throw new GcError(`--keep takes a count >= 0, not ${keep}`);
   await checkSysroot(paths);
-  return withStateLock(
-    paths.root,
+  return withRecoveredState(
+    paths,
+    log,
     async () => {
-      const recovered = await recoverInterruptedDeployLocked(paths);
-      if (recovered) log(recovered);
       let state = await readState(paths.root);
       const def = await defaultSubvolume(paths);
       const booted = paths.running ? await bootedSubvolume() : undefined;

@@ -24,9 +24,9 @@ import { isSubvolume, setDefaultSubvolume, showSubvolume } from '../btrfs/index.
 import { describeError, OcisnapError } from '../errors.js';
 import { DEFAULT_HEALTH_CONF, loadHealthConfig } from '../health/config.js';
 import { grubSetDefault, type GrubenvUpdate } from '../health/grubenv.js';
-import { recoverInterruptedDeployLocked } from './deploy.js';
+import { withRecoveredState } from './deploy.js';
 import { readInfoXml } from './snapper.js';
-import { findDeployment, pendingDeployment, readState, recordRollback, supersede, withStateLock, writeState, type RollbackBy } from './state.js';
+import { findDeployment, pendingDeployment, readState, recordRollback, supersede, writeState, type RollbackBy } from './state.js';
 import { checkSysroot, defaultSubvolume, snapshotPath, type SysrootPaths } from './sysroot.js';
 
 export class RollbackError extends OcisnapError {}
@@ -77,11 +77,10 @@ export async function rollback(opts: RollbackOptions): Promise<RollbackResult> {
   const log = opts.log ?? (() => undefined);
   await checkSysroot(paths);
   const editenv = await grubEditenvOf(opts, log);
-  return withStateLock(
-    paths.root,
+  return withRecoveredState(
+    paths,
+    log,
     async () => {
-      const recovered = await recoverInterruptedDeployLocked(paths);
-      if (recovered) log(recovered);
       let state = await readState(paths.root);
       const num = opts.target ?? state.lastGood;
       if (num === undefined) {

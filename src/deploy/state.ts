@@ -444,6 +444,27 @@ export function addDeployment(state: State, d: NewDeployment, opts: { tries?: nu
   if (d.snapshot <= state.highestSnapshot && d.snapshot !== state.inProgress?.snapshot) {
     throw new StateTransitionError(`snapshot number ${d.snapshot} is not above ${state.highestSnapshot}, the highest ocisnap has used`);
   }
+  return insertDeployment(state, d, opts);
+}
+
+/**
+ * Records as a deployment a snapshot that already exists and was made
+ * outside a deploy: one container-snap's create-snapshot reserved earlier
+ * (its number is at most highestSnapshot) or one snapper made for tukit.
+ * Unlike addDeployment the number need not be new, as the snapshot is the
+ * one it names; refused when it already is a deployment, or is the snapshot
+ * of a deploy in progress (that one is finished or undone by recovery).
+ */
+export function adoptSnapshot(state: State, d: NewDeployment, opts: { tries?: number; now?: Date; followed?: string } = {}): State {
+  if (findDeployment(state, d.snapshot)) throw new StateTransitionError(`snapshot ${d.snapshot} is already a deployment`);
+  if (d.snapshot === state.inProgress?.snapshot) {
+    throw new StateTransitionError(`snapshot ${d.snapshot} belongs to an interrupted deploy of ${state.inProgress.image}, which must be finished or undone first`);
+  }
+  if (!isSnapshotNumber(d.snapshot)) throw new StateTransitionError(`${d.snapshot} is not a snapshot number`);
+  return insertDeployment(state, d, opts);
+}
+
+function insertDeployment(state: State, d: NewDeployment, opts: { tries?: number; now?: Date; followed?: string }): State {
   const tries = opts.tries ?? DEFAULT_TRIES;
   if (!Number.isSafeInteger(tries) || tries < 1) throw new StateTransitionError(`tries must be at least 1, not ${tries}`);
   const now = opts.now ?? new Date();

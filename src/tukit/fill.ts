@@ -13,25 +13,17 @@
  * PATH; the directories those mounts sit on are kept (removing a mount point
  * fails with EBUSY) and only get the image's metadata.
  */
-import { lstat, readdir, readFile, rm, rename } from 'node:fs/promises';
+import { readdir, readFile, rm, rename } from 'node:fs/promises';
 import { join } from 'node:path';
 import { execa } from 'execa';
 import { isSubvolume, showSubvolume } from '../btrfs/index.js';
 import { describeError, OcisnapError } from '../errors.js';
-import {
-  findStoredImage,
-  IMAGE_ID_USERDATA,
-  openStore,
-  pullForDeploy,
-  type AcquiredImage,
-} from '../deploy/deploy.js';
+import { acquireImage, imageOfSnapshot, imageUserdata, isDir, openStore, topLayerPath } from '../deploy/deploy.js';
 import { formatEtcMergeReport, mergeEtc, type EtcMergeReport } from '../deploy/etc-merge.js';
-import { listSnapshots, OCISNAP_USERDATA, readInfoXml, setUserdata } from '../deploy/snapper.js';
-import { findDeployment, readState } from '../deploy/state.js';
+import { listSnapshots, setUserdata } from '../deploy/snapper.js';
 import { parseMountInfo, snapshotPath, type SysrootPaths } from '../deploy/sysroot.js';
-import { loadPolicyConfig, verifyStoredImage, type PolicyConfig } from '../pull/policy-check.js';
+import type { PolicyConfig } from '../pull/policy-check.js';
 import type { SourceConfig } from '../pull/source-config.js';
-import type { ImageRecord, Store } from '../store/index.js';
 
 /** Where the snapshot's own /etc waits while the image is copied in (inside the snapshot: a rename). */
 export const LOCAL_ETC_ASIDE = '.ocisnap-tukit-local-etc';
@@ -63,24 +55,6 @@ export interface FillResult {
   etc?: EtcMergeReport;
 }
 
-async function isDir(path: string): Promise<boolean> {
-  try {
-    return (await lstat(path)).isDirectory();
-  } catch {
-    return false;
-  }
-}
-
-/** The image, pulled (skipping what the store has) or looked up in the store, checked against the signature policy. */
-export async function acquireImage(store: Store, opts: Pick<FillOptions, 'image' | 'pull' | 'policy' | 'sourceConfig'>): Promise<AcquiredImage> {
-  const policy = opts.policy ?? (await loadPolicyConfig());
-  const sourceConfig = opts.sourceConfig ?? {};
-  if (opts.pull) return pullForDeploy(store, opts.image, policy, { sourceConfig });
-  const found = await findStoredImage(store, opts.image, { sourceConfig });
-  await verifyStoredImage(store, found.record, opts.image, { config: policy, sourceConfig });
-  return found;
-}
-
 /** Paths (relative to PATH) of the mounts below `bindPath`, from mountinfo. */
 export async function mountsBelow(bindPath: string, mountInfoPath = '/proc/self/mountinfo'): Promise<string[]> {
   const prefix = bindPath.replace(/\/+$/, '') + '/';
@@ -98,20 +72,6 @@ async function baseSnapshotOf(paths: SysrootPaths, num: number): Promise<number 
     if (info?.uuid === parent) return s.num;
   }
   return undefined;
-}
-
-/** The stored image snapshot `num` holds (by the state, else its info.xml userdata). */
-export async function imageOfSnapshot(paths: SysrootPaths, store: Store, num: number): Promise<ImageRecord | undefined> {
-  const d = findDeployment(await readState(paths.root), num);
-  let image = d ? await store.findImage(d.imageId).catch(() => undefined) : undefined;
-  if (!image) {
-    const info = await readInfoXml(paths.snapshotsDir, num).catch(() => undefined);
-    const id = info?.userdata[IMAGE_ID_USERDATA];
-    const digest = info?.userdata[OCISNAP_USERDATA.digest];
-    if (id !== undefined) image = await store.findImage(id).catch(() => undefined);
-    if (!image && digest !== undefined) image = (await store.listImages()).find((i) => i.digest === digest);
-  }
-  return image?.layer === undefined ? undefined : image;
 }
 
 /**
@@ -139,15 +99,13 @@ export async function fillSnapshot(opts: FillOptions): Promise<FillResult> {
   if (!(await isSubvolume(target))) throw new FillError(`tukit's snapshot ${opts.snapshot} is not a btrfs subvolume at ${target}`);
 
   const store = await openStore(paths);
-  const acquired = await acquireImage(store, opts);
+  const acquired = await acquireImage(store, { ...opts, log });
   const record = acquired.record;
-  if (record.layer === undefined) throw new FillError(`image ${opts.image} (${record.id}) has no layers: nothing to boot`);
-  const layer = store.layerPath(record.layer);
-  if (!(await isSubvolume(layer))) throw new FillError(`image ${opts.image}: its top layer ${record.layer} is missing from the layer store`);
+  const layer = await topLayerPath(store, record, opts.image);
 
   const base = await baseSnapshotOf(paths, opts.snapshot);
   const baseImage = base === undefined ? undefined : await imageOfSnapshot(paths, store, base);
-  const baseEtc = baseImage ? join(store.layerPath(baseImage.layer!), 'etc') : undefined;
+  const baseEtc = baseImage ? join(store.layerPath(baseImage.layer), 'etc') : undefined;
 
   const mounted = opts.bindPath === undefined ? [] : await mountsBelow(opts.bindPath, opts.mountInfoPath);
   // Mounts straight on the snapshot's own path too (none under tukit, but be safe).
@@ -192,11 +150,7 @@ export async function fillSnapshot(opts: FillOptions): Promise<FillResult> {
     }
     await rm(aside, { recursive: true, force: true });
 
-    await setUserdata(paths.snapshotsDir, opts.snapshot, {
-      [OCISNAP_USERDATA.image]: opts.image,
-      [OCISNAP_USERDATA.digest]: acquired.manifestDigest,
-      [IMAGE_ID_USERDATA]: record.id,
-    });
+    await setUserdata(paths.snapshotsDir, opts.snapshot, imageUserdata(opts.image, acquired.manifestDigest, record.id));
     const result: FillResult = { image: opts.image, manifestDigest: acquired.manifestDigest, imageId: record.id };
     if (base !== undefined) result.base = base;
     if (etc) result.etc = etc;

@@ -31,9 +31,9 @@ import { readdir, rm } from 'node:fs/promises';
 import { join } from 'node:path';
 import { getDefaultSubvolume, isSubvolume, setDefaultSubvolume, showSubvolume } from '../btrfs/index.js';
 import { describeError, OcisnapError, UsageError } from '../errors.js';
-import { IMAGE_ID_USERDATA } from '../deploy/deploy.js';
-import { OCISNAP_USERDATA, setUserdata } from '../deploy/snapper.js';
-import { addDeployment, readState, StateTransitionError, withStateLock, writeState } from '../deploy/state.js';
+import { imageUserdata } from '../deploy/deploy.js';
+import { setUserdata } from '../deploy/snapper.js';
+import { adoptSnapshot, readState, StateTransitionError, withStateLock, writeState, type NewDeployment } from '../deploy/state.js';
 import { checkSysroot, snapshotPath, sysrootPaths, type SysrootPaths } from '../deploy/sysroot.js';
 import type { Digest } from '../oci/types.js';
 import { loadTukitConfig } from './config.js';
@@ -139,17 +139,13 @@ async function finalizePost(paths: SysrootPaths, num: number, discarded: boolean
     );
   }
   // tukit's close rewrote info.xml (snapper modify); make sure the image is still recorded.
-  await setUserdata(paths.snapshotsDir, num, {
-    [OCISNAP_USERDATA.image]: record.image,
-    [OCISNAP_USERDATA.digest]: record.manifestDigest,
-    [IMAGE_ID_USERDATA]: record.imageId,
-  });
+  await setUserdata(paths.snapshotsDir, num, imageUserdata(record.image, record.manifestDigest, record.imageId));
   if (isDefault) {
     await withStateLock(
       paths.root,
       async () => {
         const state = await readState(paths.root);
-        const d: Parameters<typeof addDeployment>[1] = {
+        const d: NewDeployment = {
           snapshot: num,
           image: record.image,
           manifestDigest: record.manifestDigest as Digest,
@@ -157,7 +153,8 @@ async function finalizePost(paths: SysrootPaths, num: number, discarded: boolean
         };
         if (record.base !== undefined) d.parent = record.base;
         try {
-          await writeState(paths.root, addDeployment(state, d));
+          // snapper chose the number (tukit's snapshot exists already): adopt it.
+          await writeState(paths.root, adoptSnapshot(state, d));
           io.out(`ocisnap: snapshot ${num} (${record.image}) is the pending deployment`);
         } catch (err) {
           if (!(err instanceof StateTransitionError)) throw err;

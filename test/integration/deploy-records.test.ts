@@ -9,6 +9,8 @@
  *   show it;
  * - deploy --no-pull with the registry down fails, unless
  *   --trust-recorded-when-offline accepts the verification recorded at pull;
+ * - deploy --no-pull by ID of an image pulled from a dir: copy (no registry
+ *   name) re-checks that copy's signatures, and is refused when it is gone;
  * - rollbacks are recorded (by whom, from, to, why) and shown by status.
  */
 import { mkdir, readFile, realpath, writeFile } from 'node:fs/promises';
@@ -195,5 +197,33 @@ describe('the store rule, verification records, rollback history', () => {
     const before = (await readState(sys.paths.root)).lastRollback;
     expect((await ocisnap('rollback', '2')).stdout).toBe('Snapshot 2 already boots next.');
     expect((await readState(sys.paths.root)).lastRollback).toEqual(before);
+  });
+
+  it('deploy --no-pull by ID of an image without a registry name re-checks the dir: copy it was pulled from', async () => {
+    const id = (await readState(sys.paths.root)).deployments.find((d) => d.snapshot === 1)!.imageId;
+    const store = await Store.open(sys.paths.storageRoot);
+    expect((await store.findImage(id))?.names ?? []).toEqual([]);
+    const args = ['deploy', '--progress', 'none', '--no-pull', '--signature-policy', policy];
+    const ok = await ocisnap(...args, id);
+    expect(ok.exitCode, ok.stderr).toBe(0);
+    let s = await status();
+    const made = s.snapshots.at(-1)!;
+    expect(made.number).toBe(4);
+    // Checked as the copy: its scope, its GPG signature read again.
+    expect(made.verification).toMatchObject({ requirement: 'signedBy', keyId: fingerprint, scope: `transports.dir["${join(work, 'dirs')}"]`, fromRecord: false });
+
+    // The copy moved: nothing to re-check the signature with, so refused, saying what to do.
+    const moved = join(work, 'dirs', 'os2-moved');
+    await execa('mv', [signedCopy, moved]);
+    const refused = await ocisnap(...args, id);
+    expect(refused.exitCode).toBe(1);
+    expect(refused.stderr).toContain(`ocisnap: image ${id} (${id}) was pulled from dir:${signedCopy}, which the signature policy check needs to read again: `);
+    expect(refused.stderr).toContain('deploy it from the copy that holds it now (dir:DIR, oci:DIR[:TAG] or oci-archive:FILE[:TAG]) or pull it by a registry name');
+    expect((await readState(sys.paths.root)).deployments.map((d) => d.snapshot)).toEqual([1, 2, 3, 4]);
+    // Doing so works: the copy's new path, the same stored image.
+    const fromCopy = await ocisnap(...args, `dir:${moved}`);
+    expect(fromCopy.exitCode, fromCopy.stderr).toBe(0);
+    s = await status();
+    expect(s.snapshots.at(-1)).toMatchObject({ number: 5, verification: { requirement: 'signedBy', keyId: fingerprint } });
   });
 });

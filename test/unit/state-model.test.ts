@@ -6,6 +6,7 @@ import {
   StateCorruptError,
   StateTransitionError,
   addDeployment,
+  adoptSnapshot,
   beginDeploy,
   consumeTry,
   emptyState,
@@ -165,6 +166,24 @@ describe('transitions', () => {
     s = endDeploy(beginDeploy(s, 6, 'registry.example/os:6'));
     expect(s.highestSnapshot).toBe(6);
     expect(() => beginDeploy(s, 6, 'again')).toThrow(/not above 6/);
+  });
+
+  it('adopts an existing snapshot whose number was reserved earlier (container-snap create-snapshot, tukit)', () => {
+    // create-snapshot reserved 4 and finished (no marker left); switching to it later records it.
+    let s = endDeploy(beginDeploy(twoDeployments(), 4, 'registry.example/os:4', at(10)));
+    expect(() => addDeployment(s, dep(4))).toThrow(/not above 4/);
+    s = adoptSnapshot(s, dep(4, { parent: 2 }), { now: at(11) });
+    expect(pendingDeployment(s)).toMatchObject({ snapshot: 4, parent: 2, status: 'pending', triesLeft: 3 });
+    expect(s.deployments.find((d) => d.snapshot === 2)?.status).toBe('superseded');
+    expect(s.highestSnapshot).toBe(4);
+    expect('inProgress' in s).toBe(false);
+    expect(validateState(JSON.parse(JSON.stringify(s)), 'x')).toEqual(s);
+    // Never twice, never over a deploy in progress, and a higher number (snapper's) raises highestSnapshot.
+    expect(() => adoptSnapshot(s, dep(4))).toThrow(/already a deployment/);
+    const running = beginDeploy(s, 5, 'registry.example/os:5', at(12));
+    expect(() => adoptSnapshot(running, dep(5))).toThrow(/interrupted deploy of registry.example\/os:5/);
+    expect(adoptSnapshot(s, dep(9), { tries: 2 }).highestSnapshot).toBe(9);
+    expect(() => adoptSnapshot(s, dep(0))).toThrow(StateTransitionError);
   });
 
   it('records how a deployment was verified, through an interrupted deploy too', () => {
