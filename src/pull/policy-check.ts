@@ -15,9 +15,14 @@
  *   none (containers/image oci/ has no signatures), so only a requirement
  *   that needs no signature can accept them (containers-policy.json(5)).
  *
+ * Signatures are read only for a scope with a signature requirement
+ * (signedBy, sigstoreSigned): `insecureAcceptAnything` alone accepts and
+ * `reject` refuses without reading any (decideWithoutSignatures).
+ *
  * verifyStoredImage re-checks an image already in the layer store before it
  * is deployed: the digest is known from the store, the signatures are read
- * again, so a policy tightened (or a signature withdrawn) since the pull counts.
+ * again, so a policy tightened (or a signature withdrawn) since the pull
+ * counts; a scope that needs no signature is decided without the registry.
  */
 import { createHash } from 'node:crypto';
 import { readFile, realpath } from 'node:fs/promises';
@@ -28,7 +33,7 @@ import { dirSignatureSource } from '../policy/dir-signatures.js';
 import { defaultPolicyPath, describeScope, loadPolicy, requirementsFor, type Policy } from '../policy/policy-json.js';
 import { defaultRegistriesDPath, loadRegistriesD, type RegistriesD } from '../policy/registries-d.js';
 import { registrySignatureSource, type ClosableSignatureSource } from '../policy/registry-signatures.js';
-import { PolicyRejectedError, checkPolicy, imageDisplayName, noSignatures, type ImageToCheck } from '../policy/verify.js';
+import { PolicyRejectedError, checkPolicy, imageDisplayName, noSignatures, type ImageToCheck, type VerificationResult } from '../policy/verify.js';
 import { imageDigests, type ImageRecord, type Store } from '../store/index.js';
 import { openConfiguredSource, type OpenedSource, type RegistryEndpoint, type SourceConfig } from './source-config.js';
 import { readImageVerifications, type ImageVerification } from './verification-record.js';
@@ -144,21 +149,43 @@ export function signatureSourceOf(
   }
 }
 
+function verificationOf(image: ImageToCheck, r: VerificationResult, config: PolicyConfig): ImageVerification {
+  return {
+    transport: image.transport,
+    reference: image.reference,
+    signedDigest: image.manifestDigest,
+    requirement: r.requirement,
+    scope: r.scope,
+    ...(r.keyId !== undefined && { keyId: r.keyId }),
+    details: r.details,
+    policy: config.policy.source,
+    policyFingerprint: config.fingerprint,
+    time: new Date().toISOString(),
+  };
+}
+
+/**
+ * The policy's answer when the scope's requirements need no signature, so
+ * nothing has to be read (containers-policy.json(5): every requirement of
+ * the scope must hold): any `reject` refuses (before a signature requirement
+ * listed ahead of it could send for signatures), only
+ * `insecureAcceptAnything` accepts. undefined: a signature is needed.
+ * Throws PolicyRejectedError for a rejection.
+ */
+export async function decideWithoutSignatures(image: ImageToCheck, config: PolicyConfig): Promise<ImageVerification | undefined> {
+  const match = requirementsFor(config.policy, image.transport, image.reference);
+  const reqs = match.requirements;
+  if (reqs.some((r) => r.type === 'reject')) {
+    // Same words as verify.ts evaluate('reject').
+    throw new PolicyRejectedError(imageDisplayName(image), describeScope(match), 'reject', 'the policy rejects every image in this scope');
+  }
+  if (!reqs.every((r) => r.type === 'insecureAcceptAnything')) return undefined;
+  return verificationOf(image, await checkPolicy(config.policy, image, noSignatures), config);
+}
+
 async function check(image: ImageToCheck, sigs: ClosableSignatureSource, config: PolicyConfig): Promise<ImageVerification> {
   try {
-    const r = await checkPolicy(config.policy, image, sigs);
-    return {
-      transport: image.transport,
-      reference: image.reference,
-      signedDigest: image.manifestDigest,
-      requirement: r.requirement,
-      scope: r.scope,
-      ...(r.keyId !== undefined && { keyId: r.keyId }),
-      details: r.details,
-      policy: config.policy.source,
-      policyFingerprint: config.fingerprint,
-      time: new Date().toISOString(),
-    };
+    return (await decideWithoutSignatures(image, config)) ?? verificationOf(image, await checkPolicy(config.policy, image, sigs), config);
   } finally {
     await sigs.close();
   }
@@ -199,8 +226,9 @@ export interface PolicyCheckReport {
 }
 
 /**
- * `ocisnap policy check`: opens `spec`, reads its top-level manifest and its
- * signatures (never a layer or the config), and reports what the policy says.
+ * `ocisnap policy check`: opens `spec`, reads its top-level manifest (for
+ * the digest) and, only when the scope requires a signature, its signatures
+ * (never a layer or the config), and reports what the policy says.
  * A rejection is a result; configuration and registry errors are thrown.
  */
 export async function checkImagePolicy(spec: string, config: PolicyConfig, sourceConfig: SourceConfig = {}): Promise<PolicyCheckReport> {
@@ -240,9 +268,10 @@ export interface StoredImageCheck {
    * stored digest), accept the verification recorded when the image was
    * pulled, for the same name and digest, if it was made under the same
    * policy (same policyFingerprint: policy and key files unchanged). Default
-   * false: without the registry, a registry image is not re-verified and so
-   * not deployed. A registry that answers but whose signatures no longer
-   * verify is always a rejection.
+   * false: without the registry, a registry image whose scope needs a
+   * signature is not re-verified and so not deployed (a scope that needs
+   * none is decided without the registry). A registry that answers but
+   * whose signatures no longer verify is always a rejection.
    */
   trustRecordedWhenOffline?: boolean;
 }
@@ -295,8 +324,10 @@ function storedReference(image: ImageRecord, spec: string, recorded: ImageVerifi
  *   store (the index digest for a multi-platform pull); signatures are read
  *   again from the endpoint that serves that digest now (mirrors,
  *   credentials and TLS per registries.conf / auth.json);
+ *   when the scope needs no signature (only insecureAcceptAnything, or a
+ *   reject), the registry is not contacted at all;
  * - local copies: the copy's top-level manifest must be one the stored image
- *   was pulled from; its signatures are read again.
+ *   was pulled from; its signatures are read again (when the scope needs them).
  *
  * Throws PolicyRejectedError when the policy refuses the image.
  */
@@ -329,6 +360,13 @@ export async function verifyStoredImage(store: Store, image: ImageRecord, spec: 
     throw new StoredImageMismatchError(`${reference}: stored image ${image.id} has no manifest digest ${signedDigest ?? ''} to check signatures for`);
   }
 
+  // A scope that needs no signature is decided here, without the registry:
+  // an insecure or unreachable registry must not stop an image the policy
+  // accepts anyway, nor be asked about one it refuses anyway.
+  const toCheck: ImageToCheck = { transport: 'docker', reference, manifestDigest: signedDigest };
+  const decided = await decideWithoutSignatures(toCheck, opts.config);
+  if (decided !== undefined) return { ...decided, fromRecord: false };
+
   let opened: OpenedSource;
   try {
     // The endpoint serving that exact digest now; the tag may have moved on.
@@ -344,7 +382,7 @@ export async function verifyStoredImage(store: Store, image: ImageRecord, spec: 
   }
   try {
     const sigs = signatureSourceOf(opened, signedDigest, opts.config, sourceConfig);
-    return { ...(await check({ transport: 'docker', reference, manifestDigest: signedDigest }, sigs, opts.config)), fromRecord: false };
+    return { ...(await check(toCheck, sigs, opts.config)), fromRecord: false };
   } finally {
     await opened.source.close();
   }

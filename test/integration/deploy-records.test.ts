@@ -7,8 +7,10 @@
  * - each deployment records whether and by which key its image was verified;
  *   status and status --json (validated against docs/status-schema.json)
  *   show it;
- * - deploy --no-pull with the registry down fails, unless
- *   --trust-recorded-when-offline accepts the verification recorded at pull;
+ * - deploy --no-pull with the registry down: a scope that needs no
+ *   signature (insecureAcceptAnything, reject) is decided without it; one
+ *   that needs a signature fails closed, unless --trust-recorded-when-offline
+ *   accepts the verification recorded at pull;
  * - deploy --no-pull by ID of an image pulled from a dir: copy (no registry
  *   name) re-checks that copy's signatures, and is refused when it is gone;
  * - rollbacks are recorded (by whom, from, to, why) and shown by status.
@@ -19,10 +21,12 @@ import { execa } from 'execa';
 import Ajv2020Module from 'ajv/dist/2020.js';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { rollback } from '../../src/deploy/rollback.js';
+import { publicKeyId } from '../../src/policy/sigstore.js';
 import { readState } from '../../src/deploy/state.js';
 import type { SystemStatus } from '../../src/deploy/status.js';
 import { Store } from '../../src/store/index.js';
 import { ocisnap as ocisnapWithEnv } from '../support/cli.js';
+import { cosignPayload, generateTestKey, pushCosignSignatures, signPayload } from '../support/cosign.js';
 import { requireCommands } from '../support/host.js';
 import { pushLayout, type BuiltImage } from '../support/image-factory.js';
 import { startRegistry, type TestRegistry } from '../support/registry.js';
@@ -40,6 +44,7 @@ let signedCopy: string;
 let fingerprint: string;
 let validate: ((data: unknown) => boolean) & { errors?: unknown };
 const images: Record<string, BuiltImage> = {};
+const cosignKey = generateTestKey('ecdsa-p256');
 
 async function ocisnap(...args: string[]) {
   return cli(['--sysroot', sys.paths.root, ...args]);
@@ -65,6 +70,11 @@ beforeAll(async () => {
   registry = await startRegistry();
   registryHost = registry.host;
   await pushLayout(layout, 'v1', `docker://${registryHost}/os/test:1`);
+  // The same image under a name whose scope requires a sigstore signature (cosign format).
+  await pushLayout(layout, 'v1', `docker://${registryHost}/os/signed:1`);
+  const payload = cosignPayload(`${registryHost}/os/signed:1`, images['1']!.manifestDigest);
+  await pushCosignSignatures(registryHost, 'os/signed', images['1']!.manifestDigest, [{ payload, signature: signPayload(cosignKey, payload) }]);
+  await writeFile(join(work, 'cosign.pub'), cosignKey.publicPem);
 
   // A dir: copy of v2, GPG-signed by skopeo (simple signing, signature-1 beside the manifest).
   const gnupgHome = join(work, 'gnupg');
@@ -90,6 +100,7 @@ beforeAll(async () => {
     JSON.stringify({
       default: [{ type: 'insecureAcceptAnything' }],
       transports: {
+        docker: { [`${registryHost}/os/signed`]: [{ type: 'sigstoreSigned', keyPath: join(work, 'cosign.pub') }] },
         dir: {
           [dirs]: [{ type: 'signedBy', keyType: 'GPGKeys', keyPath: join(work, 'ops.asc'), signedIdentity: { type: 'exactReference', dockerReference: 'example.com/os:2' } }],
         },
@@ -154,28 +165,55 @@ describe('the store rule, verification records, rollback history', () => {
     expect(human).toMatch(/^ {10}not verified: insecureAcceptAnything \(no signature checked\), policy scope default, at \S+Z$/m);
   });
 
-  it('deploy --no-pull with the registry down needs --trust-recorded-when-offline', async () => {
-    const ref = `${registryHost}/os/test:1`;
-    const pulled = await ocisnap('pull', '--progress', 'none', '--tls-verify=false', '--signature-policy', policy, ref);
-    expect(pulled.exitCode, pulled.stderr).toBe(0);
-    const misuse = await ocisnap('deploy', '--trust-recorded-when-offline', '--signature-policy', policy, ref);
+  it('deploy --no-pull with the registry down: decided without it when no signature is needed, else refused unless --trust-recorded-when-offline', async () => {
+    const plain = `${registryHost}/os/test:1`;
+    const signed = `${registryHost}/os/signed:1`;
+    for (const ref of [plain, signed]) {
+      const pulled = await ocisnap('pull', '--progress', 'none', '--tls-verify=false', '--signature-policy', policy, ref);
+      expect(pulled.exitCode, pulled.stderr).toBe(0);
+    }
+    const misuse = await ocisnap('deploy', '--trust-recorded-when-offline', '--signature-policy', policy, plain);
     expect(misuse.exitCode).toBe(2);
     expect(misuse.stderr.trim()).toBe('ocisnap: --trust-recorded-when-offline only applies with --no-pull (a pull checks the signatures at the registry)');
 
     await registry!.stop();
     registry = undefined;
-    const args = ['deploy', '--progress', 'none', '--no-pull', '--tls-verify=false', '--signature-policy', policy];
-    const refused = await ocisnap(...args, ref);
-    expect(refused.exitCode).toBe(1);
-    expect(refused.stderr).toContain(`ocisnap: ${ref}: cannot re-verify the signatures of stored image`);
-    expect((await readState(sys.paths.root)).deployments).toHaveLength(2);
+    const args = ['deploy', '--progress', 'none', '--no-pull', '--signature-policy', policy];
+    // insecureAcceptAnything: nothing to read, so neither the registry nor --tls-verify=false is needed.
+    const accepted = await ocisnap(...args, plain);
+    expect(accepted.exitCode, accepted.stderr).toBe(0);
+    expect(accepted.stdout).toContain('as snapshot 3');
+    expect(accepted.stderr).not.toContain('could not be reached');
+    expect((await status()).snapshots.find((x) => x.number === 3)?.verification).toMatchObject({
+      requirement: 'insecureAcceptAnything',
+      scope: 'default',
+      keyId: null,
+      fromRecord: false,
+    });
 
-    const trusted = await ocisnap(...args, '--trust-recorded-when-offline', ref);
+    // reject: refused by the policy itself, not for want of a registry.
+    const rejectPolicy = join(work, 'reject.json');
+    await writeFile(rejectPolicy, JSON.stringify({ default: [{ type: 'reject' }] }));
+    const rejected = await ocisnap('deploy', '--progress', 'none', '--no-pull', '--signature-policy', rejectPolicy, plain);
+    expect(rejected.exitCode).toBe(1);
+    expect(rejected.stderr.trim()).toBe(`ocisnap: docker://${plain}: rejected by policy scope default (reject): the policy rejects every image in this scope`);
+
+    // sigstoreSigned: the signatures must be read again; without the registry, fail closed.
+    const refused = await ocisnap(...args, '--tls-verify=false', signed);
+    expect(refused.exitCode).toBe(1);
+    expect(refused.stderr).toContain(`ocisnap: ${signed}: cannot re-verify the signatures of stored image`);
+    expect((await readState(sys.paths.root)).deployments).toHaveLength(3);
+
+    const trusted = await ocisnap(...args, '--tls-verify=false', '--trust-recorded-when-offline', signed);
     expect(trusted.exitCode, trusted.stderr).toBe(0);
     expect(trusted.stderr).toContain('note: the registry could not be reached; using the verification recorded at pull');
-    expect(trusted.stdout).toContain('as snapshot 3');
+    expect(trusted.stdout).toContain('as snapshot 4');
     const s = await status();
-    expect(s.snapshots.find((x) => x.number === 3)?.verification).toMatchObject({ requirement: 'insecureAcceptAnything', keyId: null, fromRecord: true });
+    expect(s.snapshots.find((x) => x.number === 4)?.verification).toMatchObject({
+      requirement: 'sigstoreSigned',
+      keyId: publicKeyId(cosignKey.publicKey),
+      fromRecord: true,
+    });
     expect((await ocisnap('status')).stdout).toContain('(recorded at pull; registry unreachable at deploy)');
   });
 
@@ -184,8 +222,8 @@ describe('the store rule, verification records, rollback history', () => {
     const r = await ocisnap('rollback', '1');
     expect(r.exitCode, r.stderr).toBe(0);
     let s = await status();
-    expect(s.lastRollback).toMatchObject({ from: 3, to: 1, by: 'admin', reason: null });
-    expect((await ocisnap('status')).stdout).toMatch(/^Rollback: {4}3 -> 1 by admin at \S+Z$/m);
+    expect(s.lastRollback).toMatchObject({ from: 4, to: 1, by: 'admin', reason: null });
+    expect((await ocisnap('status')).stdout).toMatch(/^Rollback: {4}4 -> 1 by admin at \S+Z$/m);
 
     // The health module's automatic rollback, through the library.
     await rollback({ paths: sys.paths, target: 2, by: 'health-check', reason: 'sshd.service failed' });
@@ -208,7 +246,7 @@ describe('the store rule, verification records, rollback history', () => {
     expect(ok.exitCode, ok.stderr).toBe(0);
     let s = await status();
     const made = s.snapshots.at(-1)!;
-    expect(made.number).toBe(4);
+    expect(made.number).toBe(5);
     // Checked as the copy: its scope, its GPG signature read again.
     expect(made.verification).toMatchObject({ requirement: 'signedBy', keyId: fingerprint, scope: `transports.dir["${join(work, 'dirs')}"]`, fromRecord: false });
 
@@ -219,11 +257,11 @@ describe('the store rule, verification records, rollback history', () => {
     expect(refused.exitCode).toBe(1);
     expect(refused.stderr).toContain(`ocisnap: image ${id} (${id}) was pulled from dir:${signedCopy}, which the signature policy check needs to read again: `);
     expect(refused.stderr).toContain('deploy it from the copy that holds it now (dir:DIR, oci:DIR[:TAG] or oci-archive:FILE[:TAG]) or pull it by a registry name');
-    expect((await readState(sys.paths.root)).deployments.map((d) => d.snapshot)).toEqual([1, 2, 3, 4]);
+    expect((await readState(sys.paths.root)).deployments.map((d) => d.snapshot)).toEqual([1, 2, 3, 4, 5]);
     // Doing so works: the copy's new path, the same stored image.
     const fromCopy = await ocisnap(...args, `dir:${moved}`);
     expect(fromCopy.exitCode, fromCopy.stderr).toBe(0);
     s = await status();
-    expect(s.snapshots.at(-1)).toMatchObject({ number: 5, verification: { requirement: 'signedBy', keyId: fingerprint } });
+    expect(s.snapshots.at(-1)).toMatchObject({ number: 6, verification: { requirement: 'signedBy', keyId: fingerprint } });
   });
 });

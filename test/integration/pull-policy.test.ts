@@ -11,7 +11,8 @@
  * - GPG signedBy from a registry lookaside and from a dir: copy;
  * - `policy check` output and exit codes, reading no layer;
  * - a policy that does not parse, or asks for what ocisnap lacks, is an error;
- * - verifyStoredImage re-checks a stored image (and its offline fallback).
+ * - verifyStoredImage re-checks a stored image (and its offline fallback);
+ *   a scope that needs no signature is decided without the registry.
  */
 import { lstat, mkdir, mkdtemp, readFile, readdir, realpath, rm, unlink, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
@@ -265,6 +266,16 @@ describe('ocisnap policy check', () => {
     expect(contentRequests(from)).toEqual([]);
   });
 
+  test('reads no signature when the scope needs none', async () => {
+    const from = proxy.requests.length;
+    const ok = await check('--tls-verify=false', '--signature-policy', acceptFile, '--registries-d', registriesD, `${P()}/signed/os:1`);
+    expect(ok.exitCode, String(ok.stderr)).toBe(0);
+    expect(String(ok.stdout)).toContain(`Manifest: ${digest}\nPolicy: ${acceptFile}\nScope: default\nRequirement: insecureAcceptAnything\n`);
+    const paths = proxy.requests.slice(from).map((r) => r.path);
+    expect(paths.some((p) => p.includes('/manifests/')), 'the manifest is read for its digest').toBe(true);
+    expect(paths.filter((p) => p.includes('.sig')), 'no sigstore attachment read').toEqual([]);
+  });
+
   test('checks a dir: copy from its manifest and signatures alone', async () => {
     // A copy without its blobs: an admin can check what they were handed before deploying it.
     const bare = join(dirsScope, 'bare');
@@ -407,6 +418,28 @@ describe('verifyStoredImage (deploy-time re-verification)', () => {
     } finally {
       proxy.clearRules();
     }
+  });
+
+  test('a scope that needs no signature is decided without contacting the registry', async () => {
+    const s = await Store.open(store);
+    const rec = (await s.findImage(`${P()}/signed/os:1`))!;
+    const sourceConfig = { tlsVerify: false, retries: 0 };
+    const from = proxy.requests.length;
+    const accept = await loadPolicyConfig({ signaturePolicy: acceptFile, registriesD });
+    expect(await verifyStoredImage(s, rec, `${P()}/signed/os:1`, { config: accept, sourceConfig })).toMatchObject({
+      requirement: 'insecureAcceptAnything',
+      scope: 'default',
+      signedDigest: digest,
+      fromRecord: false,
+    });
+    // reject refuses, even listed after a signature requirement (all must hold), before any signature is read.
+    const rejectFile = join(work, 'reject-after-sigstore.json');
+    await writeFile(rejectFile, JSON.stringify({ default: [{ type: 'sigstoreSigned', keyPath: join(work, 'cosign.pub') }, { type: 'reject' }] }));
+    const reject = await loadPolicyConfig({ signaturePolicy: rejectFile, registriesD });
+    const refused = verifyStoredImage(s, rec, `${P()}/signed/os:1`, { config: reject, sourceConfig });
+    await expect(refused).rejects.toBeInstanceOf(PolicyRejectedError);
+    await expect(refused).rejects.toMatchObject({ requirement: 'reject', scope: 'default' });
+    expect(proxy.requests.slice(from).map((r) => r.path), 'nothing asked of the registry').toEqual([]);
   });
 
   test('a dir: copy is checked again, and must still be the copy the image came from', async () => {
