@@ -25,7 +25,9 @@
  *   ignore_units = ["example.service"]
  *   # The target the boot must reach, and by when (seconds since the kernel
  *   # started, /proc/uptime): the check waits for it until then.
- *   target = "multi-user.target"
+ *   # basic.target by default: multi-user.target wants ocisnap-health.service
+ *   # and so is ordered after it (systemd.target(5)); waiting for it would deadlock.
+ *   target = "basic.target"
  *   target_deadline = 300
  *   # Set to false to skip the target check.
  *   reach_target = true
@@ -86,7 +88,7 @@ export function defaultHealthConfig(): HealthConfig {
     tries: DEFAULT_TRIES,
     checkTimeoutMs: 120_000,
     hookTimeoutMs: 60_000,
-    builtin: { failedUnits: true, ignoreUnits: [], reachTarget: true, target: 'multi-user.target', targetDeadlineSec: 300 },
+    builtin: { failedUnits: true, ignoreUnits: [], reachTarget: true, target: 'basic.target', targetDeadlineSec: 300 },
     commands: {
       systemctl: ['systemctl'],
       reboot: ['systemctl', '--no-block', 'reboot'],

@@ -37,6 +37,7 @@ import {
   markGood,
   pendingDeployment,
   readState,
+  recordRollback,
   withStateLock,
   writeState,
   type State,
@@ -148,6 +149,7 @@ async function restoreLastGood(
   state: State,
   bad: number,
   actions: string[],
+  why: { by: 'health-check' | 'boot-counter'; reason: string },
 ): Promise<number | undefined> {
   const { paths, log } = opts;
   await recordUserdata(paths, bad, 'bad', log, actions);
@@ -173,6 +175,8 @@ async function restoreLastGood(
     await setDefaultSubvolume(id, paths.root);
     actions.push(`default set to snapshot ${good}`);
   }
+  // `state` is what the caller last wrote; the rollback joins it (status shows lastRollback).
+  await writeState(paths.root, recordRollback(state, { from: bad, to: good, by: why.by, reason: why.reason }));
   await settleGrub(opts, good, actions);
   log('notice', `rolled back: snapshot ${good} (${state.lastGood === undefined ? 'the one it was deployed from' : 'last known good'}) boots next`);
   return good;
@@ -258,7 +262,7 @@ export async function runHealthCheck(opts: HealthRunOptions): Promise<HealthChec
           state = markBad(state, current.snapshot, { by: 'health-check', reason: reason ?? 'health checks failed' });
           await writeState(paths.root, state);
           report.actions.push(`marked snapshot ${current.snapshot} bad`);
-          rolledBackTo = await restoreLastGood(opts, state, current.snapshot, report.actions);
+          rolledBackTo = await restoreLastGood(opts, state, current.snapshot, report.actions, { by: 'health-check', reason: reason ?? 'health checks failed' });
         }
       } else if (trial) {
         report.trial = false;
@@ -350,7 +354,7 @@ export async function countBoot(opts: BootCountOptions): Promise<BootCountResult
         report.exhausted = true;
         report.actions.push(`marked snapshot ${pending.snapshot} bad (no boot tries left)`);
         log('err', `snapshot ${pending.snapshot} used up its boot tries without passing the health checks: rolling back`);
-        rolledBackTo = await restoreLastGood(opts, state, pending.snapshot, report.actions);
+        rolledBackTo = await restoreLastGood(opts, state, pending.snapshot, report.actions, { by: 'boot-counter', reason: 'no boot tries left' });
         reboot = rolledBackTo !== undefined;
         return;
       }
@@ -365,7 +369,7 @@ export async function countBoot(opts: BootCountOptions): Promise<BootCountResult
           report.actions.push(`marked snapshot ${pending.snapshot} bad (${why})`);
           log('err', `snapshot ${pending.snapshot} never booted to its health check (${why}): marked bad`);
           // We already run on another snapshot: no reboot, but the default must not stay on the bad one.
-          rolledBackTo = await restoreLastGood(opts, state, pending.snapshot, report.actions);
+          rolledBackTo = await restoreLastGood(opts, state, pending.snapshot, report.actions, { by: 'boot-counter', reason: why });
           return;
         }
         log('info', `booted snapshot ${boot.snapshot ?? '(not a snapshot)'}, not snapshot ${pending.snapshot} on trial: no try counted`);
@@ -376,7 +380,7 @@ export async function countBoot(opts: BootCountOptions): Promise<BootCountResult
         const def = await defaultSubvolume(paths);
         if (def.snapshot === booted.snapshot && (state.lastGood ?? booted.parent) !== undefined) {
           log('warning', `booted snapshot ${booted.snapshot}, marked bad but still the default: finishing its rollback`);
-          rolledBackTo = await restoreLastGood(opts, state, booted.snapshot, report.actions);
+          rolledBackTo = await restoreLastGood(opts, state, booted.snapshot, report.actions, { by: 'boot-counter', reason: 'finishing an interrupted rollback' });
           reboot = rolledBackTo !== undefined;
           return;
         }

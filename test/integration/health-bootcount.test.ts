@@ -61,6 +61,7 @@ describe('boot-count', () => {
     const d2 = state.deployments.find((d) => d.snapshot === 2);
     expect(d2?.status).toBe('bad');
     expect(d2?.verdict?.by).toBe('boot-counter');
+    expect(state.lastRollback).toMatchObject({ from: 2, to: 1, by: 'boot-counter' });
     expect(state.lastGood).toBe(1);
     expect(await defaultSnapshot(x.paths)).toBe(1);
     expect(await userdataHealth(x.paths, 2)).toBe('bad');

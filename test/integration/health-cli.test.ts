@@ -71,11 +71,11 @@ describe('ocisnap health', () => {
       expect.objectContaining({ snapshot: 2, image: 'registry.test/os:v2', status: 'good', triesLeft: null, verdict: expect.objectContaining({ by: 'health-check' }) }),
     ]);
     expect(after.lastCheck).toMatchObject({ snapshot: 2, trial: true, verdict: 'good', reason: null, bootId: null });
-    expect(after.lastCheck.checks[0]).toEqual({ name: 'builtin:target', required: true, passed: true, detail: 'multi-user.target is active', durationMs: expect.any(Number) });
+    expect(after.lastCheck.checks[0]).toEqual({ name: 'builtin:target', required: true, passed: true, detail: 'basic.target is active', durationMs: expect.any(Number) });
 
     const text = await ocisnap([...globals(), ...health(), 'status']);
     expect(text.stdout).toContain('Last good:  2');
-    expect(text.stdout).toContain('PASS builtin:target: multi-user.target is active');
+    expect(text.stdout).toContain('PASS builtin:target: basic.target is active');
   });
 
   it('rejects a malformed health.conf with one line and exit status 2', async () => {

@@ -61,6 +61,7 @@ describe('the trial boot of a pending deployment', () => {
     expect(d2?.verdict?.by).toBe('health-check');
     expect(d2?.verdict?.reason).toContain('required.d/20-app: exit status 4: app does not answer');
     expect(state.lastGood).toBe(1);
+    expect(state.lastRollback).toMatchObject({ from: 2, to: 1, by: 'health-check' });
     expect(await userdataHealth(f.paths, 2)).toBe('bad');
     expect(await readFile(red, 'utf8')).toBe('bad snapshot=2/2 trial=1 rollback=1\n');
     expect(await exists(green)).toBe(false);
@@ -157,7 +158,7 @@ describe('the trial boot of a pending deployment', () => {
 
     await writeFile(f.markers.targetState, 'inactive\n');
     const late = await runHealthCheck(opts({ reportOnly: true }));
-    expect(late.report?.reason).toBe('builtin:target: multi-user.target not reached 0 s after boot (state: inactive)');
+    expect(late.report?.reason).toBe('builtin:target: basic.target not reached 0 s after boot (state: inactive)');
     // report-only changed nothing.
     expect((await readState(f.paths.root)).deployments.find((d) => d.snapshot === 2)?.status).toBe('pending');
     expect(await defaultSnapshot(f.paths)).toBe(2);
@@ -188,12 +189,12 @@ describe('the built-in target check', () => {
     f.config.commands.systemctl = [systemctl];
     f.config.builtin.targetDeadlineSec = 60;
     const r = await checkTarget(f.config, { pollMs: 50, uptime: async () => 10 });
-    expect(r).toMatchObject({ passed: true, detail: 'multi-user.target is active' });
+    expect(r).toMatchObject({ passed: true, detail: 'basic.target is active' });
     expect(await readFile(count, 'utf8')).toBe('3\n');
     // Past the deadline it fails at the first look.
     await writeFile(count, '0\n');
     const late = await checkTarget(f.config, { pollMs: 50, uptime: async () => 61 });
-    expect(late).toMatchObject({ passed: false, detail: 'multi-user.target not reached 60 s after boot (state: activating)' });
+    expect(late).toMatchObject({ passed: false, detail: 'basic.target not reached 60 s after boot (state: activating)' });
   });
 });
 

@@ -164,6 +164,7 @@ describe.sequential('boot health checks and automatic rollback in a VM', () => {
     s = await status();
     expect({ default: s.default, pending: s.pending, lastGood: s.lastGood, v1: verdicts(s)[1], v2: verdicts(s)[2] })
       .toEqual({ default: 1, pending: null, lastGood: 1, v1: 'good', v2: 'bad' });
+    expect(s.lastRollback).toMatchObject({ from: 2, to: 1, by: 'health-check' });
   });
 
   it('3: deploys v3 whose kernel panics early in boot; once its tries are used up the VM is back on v1', async (ctx) => {
@@ -191,6 +192,7 @@ describe.sequential('boot health checks and automatic rollback in a VM', () => {
     s = await status();
     expect({ default: s.default, pending: s.pending, lastGood: s.lastGood, v3: verdicts(s)[3] })
       .toEqual({ default: 1, pending: null, lastGood: 1, v3: 'bad' });
+    expect(s.lastRollback).toMatchObject({ from: 3, to: 1, by: 'boot-counter' });
   });
 
   it('4: deploys v1b, boots it good, and `ocisnap rollback 1` inside the VM takes effect after a reboot', async (ctx) => {
