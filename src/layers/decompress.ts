@@ -15,9 +15,10 @@ export class CorruptLayerDataError extends UntrustedInputError {}
 /**
  * zlib's output chunk size (default 16 KiB). Every chunk costs a thread-pool
  * round trip and a pass through each stream stage: 256 KiB chunks cut the
- * CPU time of a gzip layer pull by about a fifth.
+ * CPU time of a gzip layer pull by about a fifth; 1 MiB chunks save a few
+ * percent more of the decompress+hash time (a third fewer chunks).
  */
-const outputChunk = 256 * 1024;
+const outputChunk = 1024 * 1024;
 
 export function decompressStream(compression: Compression): Transform {
   switch (compression) {
@@ -29,6 +30,10 @@ export function decompressStream(compression: Compression): Transform {
       return withClearErrors(createGunzip({ chunkSize: outputChunk }), 'gzip');
     case 'zstd':
       // DecompressStream fails in flush when the input ends inside a frame.
+      // It decodes on the main thread. Measured on a 430 MiB layer: `zstd -dc`
+      // in a child process cost 0.4 s more CPU in all (pipe copies, 64 KiB
+      // reads); a worker thread 0.2 s more CPU and 40-50 MiB more peak RSS.
+      // Neither paid for the main-thread time it freed, so it stays here.
       return withClearErrors(skipEmptyChunks(new DecompressStream()), 'zstd');
   }
 }

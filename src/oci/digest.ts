@@ -7,6 +7,7 @@
 import { createHash, type Hash } from 'node:crypto';
 import { Transform, type TransformCallback } from 'node:stream';
 import { DigestMismatchError, UntrustedInputError } from '../errors.js';
+import { StreamHasher } from '../sys/stream-hasher.js';
 import type { Digest } from './types.js';
 
 const sha256Pattern = /^sha256:[a-f0-9]{64}$/;
@@ -62,27 +63,33 @@ export interface VerifyTarget {
  * content in errors ("layer sha256:… of docker.io/library/debian:12").
  */
 export function createVerifier(target: VerifyTarget, what: string): Transform {
-  const counter = new DigestCounter();
+  // Hashed on libuv's pool (sys/stream-hasher.ts), beside the main thread's
+  // work; chunks pass on by reference and no stage after this one changes them.
+  const hasher = new StreamHasher();
   return new Transform({
     transform(chunk: Buffer, _enc, cb: TransformCallback) {
-      counter.update(chunk);
-      if (target.size !== undefined && counter.bytes > target.size) {
+      try {
+        hasher.update(chunk);
+      } catch (err) {
+        cb(err as Error);
+        return;
+      }
+      if (target.size !== undefined && hasher.size > target.size) {
         cb(new UntrustedInputError(`${what}: more data than the announced ${target.size} bytes`));
         return;
       }
-      cb(null, chunk);
+      if (hasher.saturated) hasher.ready().then(() => cb(null, chunk), cb);
+      else cb(null, chunk);
     },
     flush(cb: TransformCallback) {
-      if (target.size !== undefined && counter.bytes !== target.size) {
-        cb(new UntrustedInputError(`${what}: size mismatch: expected ${target.size} bytes, got ${counter.bytes}`));
+      if (target.size !== undefined && hasher.size !== target.size) {
+        cb(new UntrustedInputError(`${what}: size mismatch: expected ${target.size} bytes, got ${hasher.size}`));
         return;
       }
-      const actual = counter.digest();
-      if (actual !== target.digest) {
-        cb(new DigestMismatchError(what, target.digest, actual));
-        return;
-      }
-      cb();
+      hasher.digest().then((actual) => {
+        if (actual !== target.digest) cb(new DigestMismatchError(what, target.digest, actual));
+        else cb();
+      }, cb);
     },
   });
 }
