@@ -5,7 +5,7 @@
  * it was. A dropped connection is resumed instead.
  */
 import { randomBytes } from 'node:crypto';
-import { mkdtemp, readdir, readFile, rm, lstat } from 'node:fs/promises';
+import { lstat, mkdtemp, rm } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { gzipSync } from 'node:zlib';
@@ -18,6 +18,7 @@ import { buildImage, buildLayerTar, pushLayout, type BuiltImage, type ImageSpec,
 import { corruptBlob, editImage, readBlob, writeBlob } from '../support/layout-edit.js';
 import { startFaultProxy, type FaultProxy } from '../support/fault-proxy.js';
 import { startRegistry, type TestRegistry } from '../support/registry.js';
+import { storeState as storeStateOf } from '../support/store-state.js';
 
 let fs: BtrfsFixture;
 let work: string;
@@ -37,24 +38,7 @@ const baseSpec = (compression: 'gzip' | 'zstd' = 'gzip'): ImageSpec => ({
   ],
 });
 
-/** Everything that identifies the store's state: metadata files and subvolume names. */
-async function storeState(): Promise<string> {
-  const out: string[] = [];
-  const walk = async (dir: string, depth: number): Promise<void> => {
-    for (const name of (await readdir(dir)).sort()) {
-      const path = join(dir, name);
-      const st = await lstat(path);
-      if (name.endsWith('.lock')) continue; // podman's "last writer" token changes on every write
-      if (st.isFile()) out.push(`${path} ${(await readFile(path)).toString('base64')}`);
-      else if (st.isDirectory() && depth < 3) {
-        out.push(`${path}/`);
-        await walk(path, depth + 1);
-      }
-    }
-  };
-  await walk(store, 0);
-  return out.join('\n');
-}
+const storeState = () => storeStateOf(store);
 
 /** A new image; its layers are new to the store (a unique file in the first), so they are fetched. */
 async function newLayout(spec: ImageSpec = baseSpec()): Promise<string> {

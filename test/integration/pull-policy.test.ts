@@ -14,7 +14,7 @@
  * - verifyStoredImage re-checks a stored image (and its offline fallback);
  *   a scope that needs no signature is decided without the registry.
  */
-import { lstat, mkdir, mkdtemp, readFile, readdir, realpath, rm, unlink, writeFile } from 'node:fs/promises';
+import { lstat, mkdir, mkdtemp, realpath, rm, unlink, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { execa } from 'execa';
@@ -31,6 +31,7 @@ import { startFaultProxy, type FaultProxy } from '../support/fault-proxy.js';
 import { requireCommands } from '../support/host.js';
 import { buildImage, buildMultiPlatformImage, copyImage, fakePlatformImage, hostPlatform, pushLayout, type BuiltImage } from '../support/image-factory.js';
 import { startRegistry, type TestRegistry } from '../support/registry.js';
+import { storeState as storeStateOf } from '../support/store-state.js';
 
 let fs: BtrfsFixture;
 let work: string;
@@ -54,23 +55,7 @@ const P = () => proxy.host;
 /** Flags every registry pull here uses. */
 const common = () => ['--tls-verify=false', '--signature-policy', policyFile, '--registries-d', registriesD];
 
-async function storeState(): Promise<string> {
-  const out: string[] = [];
-  const walk = async (dir: string, depth: number): Promise<void> => {
-    for (const name of (await readdir(dir)).sort()) {
-      const path = join(dir, name);
-      const st = await lstat(path);
-      if (name.endsWith('.lock')) continue;
-      if (st.isFile()) out.push(`${path} ${(await readFile(path)).toString('base64')}`);
-      else if (st.isDirectory() && depth < 3) {
-        out.push(`${path}/`);
-        await walk(path, depth + 1);
-      }
-    }
-  };
-  await walk(store, 0);
-  return out.join('\n');
-}
+const storeState = () => storeStateOf(store);
 
 /** Requests for the image's config or layer blobs (the content a verified pull would fetch). */
 function contentRequests(from: number): string[] {
