@@ -36,6 +36,17 @@ const repo = resolve(dirname(fileURLToPath(import.meta.url)), '../../..');
 // tree during the run cannot mix two versions of ocisnap in one report.
 const ocisnapDir = process.env.BENCH_OCISNAP_DIR ?? join(repo, 'bench/work/ocisnap');
 const cli = join(ocisnapDir, 'dist/cli/main.js');
+/**
+ * The node flags of ocisnap's shebang (`#!/usr/bin/env -S node FLAGS`): ocisnap
+ * runs with them as installed, and the Node limit runs with the same.
+ */
+function shebangNodeFlags(file: string): string[] {
+  if (!existsSync(file)) return [];
+  const first = readFileSync(file, 'utf8').split('\n', 1)[0]!;
+  const m = /^#!\S*env -S node(.*)$/.exec(first);
+  return m ? m[1]!.trim().split(/\s+/).filter(Boolean) : [];
+}
+const nodeFlags = shebangNodeFlags(cli);
 const limitJs = join(dirname(fileURLToPath(import.meta.url)), 'limit.js');
 
 type Tool = 'ocisnap' | 'podman' | 'umoci';
@@ -127,7 +138,7 @@ async function timed(ctx: Ctx, k: string, argv: string[]): Promise<Sample> {
 // layer subvolume) before and after, outside the measured time.
 
 function ocisnapArgv(store: string, ...args: string[]): string[] {
-  return ['node', cli, '--storage-root', store, ...args];
+  return ['node', ...nodeFlags, cli, '--storage-root', store, ...args];
 }
 
 function podmanArgv(w: string, ...args: string[]): string[] {
@@ -149,7 +160,7 @@ function podmanArgv(w: string, ...args: string[]): string[] {
  * policy, which asks the registry (hence --tls-verify=false).
  */
 function deployArgv(ctx: Ctx, w: string, v: '1' | '2', c: Compression): string[] {
-  return ['node', cli, '--storage-root', join(w, 'storage'), '--sysroot', ctx.fs.mountpoint, 'deploy', '--no-pull', '--no-hooks', '--tls-verify=false', '--progress', 'none', ref(ctx, v, c)];
+  return ['node', ...nodeFlags, cli, '--storage-root', join(w, 'storage'), '--sysroot', ctx.fs.mountpoint, 'deploy', '--no-pull', '--no-hooks', '--tls-verify=false', '--progress', 'none', ref(ctx, v, c)];
 }
 
 async function prepareSysroot(mnt: string): Promise<void> {
@@ -210,9 +221,9 @@ async function runTool(ctx: Ctx, tool: Tool, c: Compression): Promise<void> {
 async function runLimits(ctx: Ctx, c: Compression): Promise<void> {
   const jobs = ctx.images.layers['1'].map((l) => `${c}|${l.blobs[c].path}|${l.blobs[c].digest}|${l.diffId}`);
   try {
-    await timed(ctx, key('limit', c, 'node decompress+sha256, layers in turn'), ['node', limitJs, ...jobs]);
+    await timed(ctx, key('limit', c, 'node decompress+sha256, layers in turn'), ['node', ...nodeFlags, limitJs, ...jobs]);
     if (ctx.s.limitParallel) {
-      await timed(ctx, key('limit', c, 'node decompress+sha256, layers at once'), ['node', limitJs, '--parallel', ...jobs]);
+      await timed(ctx, key('limit', c, 'node decompress+sha256, layers at once'), ['node', ...nodeFlags, limitJs, '--parallel', ...jobs]);
     }
   } catch (err) {
     ctx.results.fail(`limit ${c}`, err);
@@ -267,7 +278,7 @@ async function profileOcisnap(ctx: Ctx): Promise<string> {
     try {
       for (const v of ['1', '2'] as const) {
         const pdir = join(dir, `${c}-${v}`);
-        const argv = ['node', '--cpu-prof', `--cpu-prof-dir=${pdir}`, cli, '--storage-root', join(w, 'storage'), 'pull', '--tls-verify=false', '--progress', 'none', ref(ctx, v, c)];
+        const argv = ['node', ...nodeFlags, '--cpu-prof', `--cpu-prof-dir=${pdir}`, cli, '--storage-root', join(w, 'storage'), 'pull', '--tls-verify=false', '--progress', 'none', ref(ctx, v, c)];
         dropCaches(ctx.s.dropCaches);
         const sample = await measure(`profile ${c} ${v}`, argv);
         out.push(profileSection(`ocisnap ${v === '1' ? 'cold' : 'update'} pull, ${c}`, pdir, sample));
@@ -372,7 +383,7 @@ async function versions(): Promise<string> {
   const dirty = status.stdout.trim() ? ' + uncommitted changes' : '';
   return [
     `- machine: ${cpus().length} × ${cpu}, ${(totalmem() / 2 ** 30).toFixed(0)} GiB RAM, kernel ${await v(['uname', '-r'])}`,
-    `- ocisnap: git ${rev}${dirty} (working tree as built), node ${process.version}`,
+    `- ocisnap: git ${rev}${dirty} (working tree as built), node ${process.version}${nodeFlags.length > 0 ? ` (flags ${nodeFlags.join(' ')}, from its shebang)` : ''}`,
     `- load average at the end (other work on the machine adds noise): ${loadavg().map((x) => x.toFixed(1)).join(' ')}`,
     `- ${await v(['podman', '--version'])}; ${await v(['skopeo', '--version'])}; ${await v(['umoci', '--version'])}; ${await v(['btrfs', '--version'])}; ${await v(['tar', '--version'])}`,
   ].join('\n');
