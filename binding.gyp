@@ -2,8 +2,9 @@
   "targets": [
     {
       "target_name": "ocisnap_sys",
-      "sources": ["native/ocisnap_sys.c", "native/napi-util.c"],
-      "cflags": ["-Wall", "-Wextra", "-Wno-unused-parameter", "-O2"]
+      "sources": ["native/ocisnap_sys.c", "native/napi-util.c", "native/btrfs.c", "native/zstd.c"],
+      "cflags": ["-Wall", "-Wextra", "-Wno-unused-parameter", "-O2"],
+      "libraries": ["-lzstd"]
     }
   ]
 }

@@ -24,4 +24,8 @@ int get_bytes(napi_env env, napi_value v, uint8_t **data, size_t *len);
 void export_fn(napi_env env, napi_value exports, const char *name, napi_callback cb);
 void export_int(napi_env env, napi_value obj, const char *name, int32_t v);
 
+// Each part of the addon adds its functions to the exports (called by init in ocisnap_sys.c).
+void register_btrfs(napi_env env, napi_value exports);
+void register_zstd(napi_env env, napi_value exports);
+
 #endif

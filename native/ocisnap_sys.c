@@ -549,6 +549,8 @@ static napi_value init(napi_env env, napi_value exports) {
   export_int(env, c, "S_IFBLK", S_IFBLK);
   export_int(env, c, "S_IFIFO", S_IFIFO);
   napi_set_named_property(env, exports, "constants", c);
+  register_btrfs(env, exports);
+  register_zstd(env, exports);
   return exports;
 }
 

@@ -3,7 +3,7 @@
 # Debian packages the tests, the demo and the benchmark use.
 OCISNAP_DEBIAN_PACKAGES=(
   btrfs-progs docker-registry podman skopeo buildah umoci snapper
-  libarchive-tools debootstrap apache2-utils gnupg attr time zstd
+  libarchive-tools debootstrap apache2-utils gnupg attr time zstd libzstd-dev
   golang-github-containers-common
   python3 make g++ ca-certificates curl
   qemu-system-x86 grub-pc-bin
