@@ -13,18 +13,18 @@ import { Command, CommanderError, Option } from 'commander';
 import { UsageError } from '../errors.js';
 import { parsePlatform } from '../oci/platform.js';
 import type { Platform } from '../oci/types.js';
-import { loadPolicyConfig } from '../pull/policy-check.js';
 import type { SourceConfig } from '../pull/source-config.js';
-import { defaultPolicyPath } from '../policy/policy-json.js';
-import { defaultRegistriesDPath } from '../policy/registries-d.js';
-import { deploy, type DeployOptions, type DeployResult } from '../deploy/deploy.js';
-import { DEFAULT_KEEP, gc } from '../deploy/gc.js';
-import { rollback } from '../deploy/rollback.js';
-import { formatList, formatStatus, systemStatus, verificationLine, type VerificationStatus } from '../deploy/status.js';
-import { setFollowed, updateState, type DeploymentVerification } from '../deploy/state.js';
+import { defaultPolicyPath, defaultRegistriesDPath } from '../policy/defaults.js';
+import type { DeployOptions, DeployResult } from '../deploy/deploy.js';
+import type { rollback } from '../deploy/rollback.js';
+import type { VerificationStatus } from '../deploy/status.js';
+import type { DeploymentVerification } from '../deploy/state.js';
 import { sysrootPaths, type SysrootPaths } from '../deploy/sysroot.js';
-import { checkForUpdate, upgrade } from '../deploy/upgrade.js';
 import { createRenderer, parseProgressMode } from './progress.js';
+
+// Each command imports what it runs when it runs (see program.ts).
+const deployLib = () => import('../deploy/deploy.js');
+const statusLib = () => import('../deploy/status.js');
 
 /** Exit status of `upgrade --check` when there is no update (as rpm-ostree's `upgrade --check`). */
 export const EXIT_NO_UPDATE = 77;
@@ -128,6 +128,7 @@ async function deployOptionsOf(cmd: Command, o: DeployFlags): Promise<Omit<Deplo
   const policyFiles: { signaturePolicy?: string; registriesD?: string } = {};
   if (o.signaturePolicy) policyFiles.signaturePolicy = o.signaturePolicy;
   if (o.registriesD) policyFiles.registriesD = o.registriesD;
+  const { loadPolicyConfig } = await import('../pull/policy-check.js');
   const policy = await loadPolicyConfig(policyFiles);
   const renderer = createRenderer(parseProgressMode(o.progress));
   const opts: Omit<DeployOptions, 'image'> & { finish: () => void } = {
@@ -155,7 +156,8 @@ function statusVerification(v: DeploymentVerification): VerificationStatus {
   return { requirement: v.requirement, scope: v.scope, keyId: v.keyId ?? null, at: v.at, fromRecord: v.fromRecord === true };
 }
 
-function printDeployed(r: DeployResult): void {
+async function printDeployed(r: DeployResult): Promise<void> {
+  const { verificationLine } = await statusLib();
   process.stdout.write(`Deployed ${r.image} (${r.manifestDigest}) as snapshot ${r.snapshot}; it boots next.\n`);
   if (r.verification) process.stdout.write(`Signature: ${verificationLine(statusVerification(r.verification))}\n`);
   if (r.etc && r.etc.conflicts.length > 0) {
@@ -188,7 +190,7 @@ export function registerDeployCommands(program: Command): void {
   ).action(async (image: string, o: DeployFlags, cmd: Command) => {
     const { finish, ...opts } = await deployOptionsOf(cmd, o);
     try {
-      printDeployed(await deploy({ ...opts, image }));
+      await printDeployed(await (await deployLib()).deploy({ ...opts, image }));
     } finally {
       finish();
     }
@@ -204,11 +206,12 @@ export function registerDeployCommands(program: Command): void {
     const { finish, ...opts } = await deployOptionsOf(cmd, o);
     try {
       if (o.followOnly) {
+        const { setFollowed, updateState } = await import('../deploy/state.js');
         await updateState(opts.paths.root, (s) => setFollowed(s, image), { timeoutMs: opts.lockTimeoutMs ?? 0 });
         process.stdout.write(`Now following ${image}; "ocisnap upgrade" deploys it.\n`);
         return;
       }
-      printDeployed(await deploy({ ...opts, image, follow: image }));
+      await printDeployed(await (await deployLib()).deploy({ ...opts, image, follow: image }));
     } finally {
       finish();
     }
@@ -221,6 +224,7 @@ export function registerDeployCommands(program: Command): void {
       .option('--check', 'only say whether an update is available'),
   ).action(async (o: DeployFlags & { check?: boolean }, cmd: Command) => {
     const { finish, ...opts } = await deployOptionsOf(cmd, o);
+    const { checkForUpdate, upgrade } = await import('../deploy/upgrade.js');
     try {
       if (o.check) {
         const lookup: { sourceConfig?: SourceConfig; platform?: Platform } = {};
@@ -239,7 +243,7 @@ export function registerDeployCommands(program: Command): void {
         throw new CommanderError(EXIT_NO_UPDATE, 'ocisnap.noUpdate', '');
       }
       const r = await upgrade(opts);
-      if (r.deployed) printDeployed(r.deployed);
+      if (r.deployed) await printDeployed(r.deployed);
       else process.stdout.write(`No update for ${r.check.followed}: ${r.check.latest} is ${r.check.knownBad !== undefined ? `known bad (snapshot ${r.check.knownBad})` : 'deployed'}\n`);
     } finally {
       finish();
@@ -251,6 +255,7 @@ export function registerDeployCommands(program: Command): void {
     .description('show the booted, next-boot, pending and last good snapshots and their images')
     .option('--json', 'machine-readable output (schema: docs/status-schema.json)')
     .action(async (o: { json?: boolean }, cmd: Command) => {
+      const { formatStatus, systemStatus } = await statusLib();
       const s = await systemStatus(pathsOf(cmd));
       process.stdout.write(o.json ? `${JSON.stringify(s, null, 2)}\n` : formatStatus(s));
     });
@@ -260,6 +265,7 @@ export function registerDeployCommands(program: Command): void {
     .description("list every snapshot (ocisnap's deployments and snapper's own)")
     .option('--json', 'the snapshots array of status --json')
     .action(async (o: { json?: boolean }, cmd: Command) => {
+      const { formatList, systemStatus } = await statusLib();
       const s = await systemStatus(pathsOf(cmd));
       process.stdout.write(o.json ? `${JSON.stringify(s.snapshots, null, 2)}\n` : formatList(s));
     });
@@ -273,7 +279,7 @@ export function registerDeployCommands(program: Command): void {
     .action(async (n: string | undefined, o: { force?: boolean; wait: string }, cmd: Command) => {
       const opts: Parameters<typeof rollback>[0] = { paths: pathsOf(cmd), force: o.force === true, log, lockTimeoutMs: parseCount('--wait', o.wait, 0) * 1000 };
       if (n !== undefined) opts.target = parseSnapshotNumber(n);
-      const r = await rollback(opts);
+      const r = await (await import('../deploy/rollback.js')).rollback(opts);
       process.stdout.write(
         r.unchanged ? `Snapshot ${r.snapshot} already boots next.\n` : `Snapshot ${r.snapshot} boots next (was ${r.previous ?? 'not a snapshot'}).\n`,
       );
@@ -282,13 +288,14 @@ export function registerDeployCommands(program: Command): void {
   program
     .command('gc')
     .description('remove old deployments and the images only they used; keeps booted, next boot, last good, pending (and what it replaced), pinned and the newest N')
-    .option('--keep <n>', 'newest deployments to keep', String(DEFAULT_KEEP))
+    .option('--keep <n>', 'newest deployments to keep (default 3)')
     .option('--dry-run', 'only show what would be removed')
     .option('--wait <seconds>', 'wait this long for another ocisnap command to finish', '0')
-    .action(async (o: { keep: string; dryRun?: boolean; wait: string }, cmd: Command) => {
+    .action(async (o: { keep?: string; dryRun?: boolean; wait: string }, cmd: Command) => {
+      const { DEFAULT_KEEP, gc } = await import('../deploy/gc.js');
       const r = await gc({
         paths: pathsOf(cmd),
-        keep: parseCount('--keep', o.keep, 0),
+        keep: o.keep === undefined ? DEFAULT_KEEP : parseCount('--keep', o.keep, 0),
         dryRun: o.dryRun === true,
         log,
         lockTimeoutMs: parseCount('--wait', o.wait, 0) * 1000,

@@ -15,19 +15,13 @@ import { join } from 'node:path';
 import { Command, Option } from 'commander';
 import { UsageError } from '../errors.js';
 import { sysrootPaths, type SysrootPaths } from '../deploy/sysroot.js';
-import {
-  countBoot,
-  createHealthLog,
-  DEFAULT_HEALTH_CONF,
-  formatHealthStatus,
-  HealthError,
-  healthStatus,
-  loadHealthConfig,
-  runHealthCheck,
-  scriptDirs,
-  type HealthConfig,
-  type ScriptDirs,
-} from '../health/index.js';
+import { OcisnapError } from '../errors.js';
+import type { HealthConfig, ScriptDirs, runHealthCheck } from '../health/index.js';
+
+/** health.conf of the running system (src/health/config.ts DEFAULT_HEALTH_CONF). */
+const DEFAULT_HEALTH_CONF = '/etc/ocisnap/health.conf';
+// The health code is imported when a health command runs (see program.ts).
+const healthLib = () => import('../health/index.js');
 
 interface HealthGlobals {
   sysroot?: string;
@@ -37,7 +31,7 @@ interface HealthGlobals {
 }
 
 /** Exit status 1 with one line: the boot is unhealthy. */
-export class UnhealthyError extends HealthError {}
+export class UnhealthyError extends OcisnapError {}
 
 function parseSnapshot(value: string): number {
   if (!/^[1-9][0-9]*$/.test(value) || Number(value) > 0xffff_ffff) throw new UsageError(`--booted takes a snapshot number, not "${value}"`);
@@ -47,6 +41,7 @@ function parseSnapshot(value: string): number {
 async function contextOf(cmd: Command): Promise<{ paths: SysrootPaths; config: HealthConfig; scripts: ScriptDirs; booted?: number }> {
   const g = cmd.optsWithGlobals() as HealthGlobals;
   const root = g.healthRoot || '/';
+  const { loadHealthConfig, scriptDirs } = await healthLib();
   const config = await loadHealthConfig(g.config ?? (root === '/' ? DEFAULT_HEALTH_CONF : join(root, 'etc/ocisnap/health.conf')));
   const out: { paths: SysrootPaths; config: HealthConfig; scripts: ScriptDirs; booted?: number } = {
     paths: sysrootPaths(g.sysroot ?? '/'),
@@ -74,6 +69,7 @@ export function registerHealthCommands(program: Command): void {
     .option('--report-only', 'only run and report the checks: change nothing, run no hooks')
     .action(async (o: { reportOnly?: boolean }, cmd: Command) => {
       const ctx = await contextOf(cmd);
+      const { createHealthLog, runHealthCheck } = await healthLib();
       const opts: Parameters<typeof runHealthCheck>[0] = { ...ctx, log: createHealthLog() };
       if (o.reportOnly) opts.reportOnly = true;
       const r = await runHealthCheck(opts);
@@ -87,6 +83,7 @@ export function registerHealthCommands(program: Command): void {
     .description('early in boot: count a boot try of the deployment on trial; with none left, roll it back')
     .action(async (_o, cmd: Command) => {
       const ctx = await contextOf(cmd);
+      const { countBoot, createHealthLog } = await healthLib();
       await countBoot({ ...ctx, log: createHealthLog() });
     });
 
@@ -96,6 +93,7 @@ export function registerHealthCommands(program: Command): void {
     .option('--json', 'machine-readable output (shape in src/health/status.ts)')
     .action(async (o: { json?: boolean }, cmd: Command) => {
       const ctx = await contextOf(cmd);
+      const { formatHealthStatus, healthStatus } = await healthLib();
       const s = await healthStatus(ctx.paths, ctx.booted === undefined ? {} : { booted: ctx.booted });
       process.stdout.write(o.json ? `${JSON.stringify(s, null, 2)}\n` : formatHealthStatus(s));
     });

@@ -1,17 +1,18 @@
 /** The command-line grammar of ocisnap (commander), mapped onto the library. */
 import { Command, Option } from 'commander';
 import { UsageError } from '../errors.js';
-import { defaultPolicyPath } from '../policy/policy-json.js';
-import { defaultRegistriesDPath } from '../policy/registries-d.js';
+import { defaultPolicyPath, defaultRegistriesDPath } from '../policy/defaults.js';
 import { parsePlatform } from '../oci/platform.js';
-import { checkImagePolicy, loadPolicyConfig, pullVerifier } from '../pull/policy-check.js';
-import { openConfiguredSource } from '../pull/source-config.js';
-import { pullImage } from '../pull/pull.js';
-import { Store } from '../store/index.js';
 import { addSysrootOption, pathsOf, registerDeployCommands } from './deploy-commands.js';
 import { registerHealthCommands } from './health-commands.js';
 import { createRenderer, parseProgressMode } from './progress.js';
-import { imagesTable, inspectImage, listImageSummaries } from './images.js';
+
+// What a command does is imported when it runs: every command loading every
+// module (the registry client, the policy engines, deploy, health) cost a
+// third of a second of startup, most of an update pull.
+const policyCheck = () => import('../pull/policy-check.js');
+const openStore = async (root: string) => (await import('../store/index.js')).Store.open(root);
+const images = () => import('./images.js');
 
 /** The layer store of the running system (sysroot `/`). */
 export const defaultStorageRoot = '/var/lib/ocisnap/storage';
@@ -55,8 +56,13 @@ export function buildProgram(): Command {
       const tlsVerify = parseBool('--tls-verify', o.tlsVerify);
       const platform = o.platform ? parsePlatform(o.platform) : undefined;
       // The policy first: a policy that cannot be read stops the pull before anything is fetched.
+      const [{ loadPolicyConfig, pullVerifier }, { openConfiguredSource }, { pullImage }] = await Promise.all([
+        policyCheck(),
+        import('../pull/source-config.js'),
+        import('../pull/pull.js'),
+      ]);
       const policy = await loadPolicyConfig({ signaturePolicy: o.signaturePolicy, registriesD: o.registriesD });
-      const store = await Store.open(storageRootOf(cmd));
+      const store = await openStore(storageRootOf(cmd));
       const renderer = createRenderer(mode);
       const opened = await openConfiguredSource(image, {
         authFile: o.authfile,
@@ -88,6 +94,7 @@ export function buildProgram(): Command {
     .option('--tls-verify <bool>', 'require HTTPS with a verified certificate', 'true')
     .option('--registries-conf <file>', 'registries.conf to use')
     .action(async (image: string, o) => {
+      const { checkImagePolicy, loadPolicyConfig } = await policyCheck();
       const config = await loadPolicyConfig({ signaturePolicy: o.signaturePolicy, registriesD: o.registriesD });
       const report = await checkImagePolicy(image, config, {
         authFile: o.authfile,
@@ -115,9 +122,9 @@ export function buildProgram(): Command {
     .description('list the images in the layer store')
     .option('--json', 'machine-readable output')
     .action(async (o, cmd: Command) => {
-      const store = await Store.open(storageRootOf(cmd));
-      const images = await listImageSummaries(store);
-      process.stdout.write(o.json ? `${JSON.stringify(images, null, 2)}\n` : imagesTable(images));
+      const { imagesTable, listImageSummaries } = await images();
+      const list = await listImageSummaries(await openStore(storageRootOf(cmd)));
+      process.stdout.write(o.json ? `${JSON.stringify(list, null, 2)}\n` : imagesTable(list));
     });
 
   program
@@ -125,7 +132,8 @@ export function buildProgram(): Command {
     .description('show an image: names, digests, layers, config')
     .argument('<image>', 'name, ID or ID prefix')
     .action(async (image: string, _o, cmd: Command) => {
-      const store = await Store.open(storageRootOf(cmd));
+      const { inspectImage } = await images();
+      const store = await openStore(storageRootOf(cmd));
       process.stdout.write(`${JSON.stringify(await inspectImage(store, image), null, 2)}\n`);
     });
 
@@ -134,7 +142,7 @@ export function buildProgram(): Command {
     .description('remove images; layers still used by another image stay')
     .argument('<image...>', 'names, IDs or ID prefixes')
     .action(async (images: string[], _o, cmd: Command) => {
-      const store = await Store.open(storageRootOf(cmd));
+      const store = await openStore(storageRootOf(cmd));
       await store.lock(async () => {
         for (const image of images) {
           const removed = await store.removeImage(image);

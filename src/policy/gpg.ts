@@ -17,7 +17,6 @@
 import { mkdtemp, readFile, rm, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { execa } from 'execa';
 import { OcisnapError, describeError } from '../errors.js';
 import type { KeySource } from './policy-json.js';
 
@@ -62,6 +61,7 @@ export class GpgVerifier {
     const fingerprints = new Set<string>();
     try {
       for (const { data, what } of blobs) {
+        const { execa } = await import('execa'); // loaded only when a GPG policy is used
         const r = await execa('gpg', ['--homedir', home, '--batch', '--no-tty', '--no-autostart', '--status-fd', '1', '--import'], {
           input: data,
           reject: false,
@@ -88,6 +88,7 @@ export class GpgVerifier {
       const sigFile = join(dir, 'sig');
       const outFile = join(dir, 'out');
       await writeFile(sigFile, signature);
+      const { execa } = await import('execa');
       const r = await execa(
         'gpg',
         [

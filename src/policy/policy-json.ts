@@ -16,8 +16,9 @@ import { UsageError, describeError } from '../errors.js';
 import { parseReference } from '../oci/reference.js';
 import { defaultSignedIdentity, parseSignedIdentity, type SignedIdentity } from './identity.js';
 import { isPlainObject, parseStrictJson } from './simple-signing.js';
+import { defaultPolicyPath } from './defaults.js';
 
-export const defaultPolicyPath = '/etc/containers/policy.json';
+export { defaultPolicyPath };
 
 /** Public keys as the policy names them: files (keyPath/keyPaths) or inline data (keyData/keyDatas). */
 export type KeySource = { kind: 'paths'; paths: string[] } | { kind: 'data'; data: Buffer[] };

@@ -22,8 +22,9 @@ import type { Digest, ImageReference } from '../oci/types.js';
 import { formatReference } from '../oci/reference.js';
 import { dockerScopes } from './policy-json.js';
 import { isPlainObject } from './simple-signing.js';
+import { defaultRegistriesDPath } from './defaults.js';
 
-export const defaultRegistriesDPath = '/etc/containers/registries.d';
+export { defaultRegistriesDPath };
 /** builtinDefaultLookasideStorageDir for root. */
 export const builtinLookaside = 'file:///var/lib/containers/sigstore';
 
