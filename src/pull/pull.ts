@@ -1,9 +1,11 @@
 /**
- * Pull: resolve an image at its source, fetch the layers the store lacks
- * (concurrently, each verified against its digest while it streams to a
- * temporary file), apply them in order as btrfs subvolumes (each a snapshot of
- * its parent), check every diffID against the image config, then register
- * the image. Nothing becomes visible in the store before it is complete.
+ * Pull: resolve an image at its source, fetch the layers the store lacks,
+ * apply them in order as btrfs subvolumes (each a snapshot of its parent),
+ * check every diffID against the image config, then register the image.
+ * The first layer to apply streams from the source straight into its
+ * (staged) subvolume; the others download meanwhile, concurrently, each
+ * verified against its digest while it streams to a temporary file. Nothing
+ * becomes visible in the store before it is complete and verified.
  */
 import { createReadStream, createWriteStream } from 'node:fs';
 import { mkdir, rm } from 'node:fs/promises';
@@ -15,6 +17,7 @@ import { layerCompressionOf, type Compression } from '../oci/mediatypes.js';
 import { formatReference } from '../oci/reference.js';
 import { hostPlatform } from '../oci/platform.js';
 import type { Descriptor, Digest, ImageReference, Platform } from '../oci/types.js';
+import type { Readable } from 'node:stream';
 import { applyLayer, decompressStream } from '../layers/index.js';
 import { resolveImage, type ImageSource, type ResolvedImage } from '../registry/source.js';
 import { layerIdsFor, TarSplitRecorder, type ImageRecord, type Store } from '../store/index.js';
@@ -121,11 +124,20 @@ export async function pullImage(
     const created: string[] = [];
     let image: ImageRecord;
     try {
-      const downloads = downloadAll(source, missing, tmpDir, opts, progress);
+      // The first layer streams straight into its subvolume: no temporary
+      // file to write and read back, and its extraction starts with its first
+      // bytes. The rest download meanwhile (one slot fewer, so the streamed
+      // layer keeps its share of the connection).
+      const [first, ...rest] = missing;
+      const downloads = downloadAll(source, rest, tmpDir, opts, progress, 1);
       try {
-        for (const layer of missing) {
+        if (first !== undefined) {
+          await applyOne(store, source.name, first, () => streamLayer(source, first, opts.signal, progress), opts, progress);
+          created.push(first.id);
+        }
+        for (const layer of rest) {
           const file = await downloads.files.get(layer.index)!;
-          await applyOne(store, source.name, layer, file, opts, progress);
+          await applyOne(store, source.name, layer, async () => createReadStream(file, { highWaterMark: readChunk }), opts, progress);
           created.push(layer.id);
           await rm(file, { force: true });
         }
@@ -209,8 +221,9 @@ function downloadAll(
   tmpDir: string,
   opts: PullOptions,
   progress: ProgressSink,
+  reserved: number,
 ): Downloads {
-  const limit = Math.max(1, opts.concurrency ?? 3);
+  const limit = Math.max(1, (opts.concurrency ?? 3) - reserved);
   const files = new Map<number, Promise<string>>();
   const controller = new AbortController();
   const signal = opts.signal ? AbortSignal.any([opts.signal, controller.signal]) : controller.signal;
@@ -253,6 +266,25 @@ function downloadAll(
   };
 }
 
+/**
+ * Chunk size for reading a downloaded layer back: every read is a thread-pool
+ * round trip, and the 64 KiB default made thousands of them per layer.
+ */
+const readChunk = 1024 * 1024;
+
+/** The verified blob stream of a layer (its digest and size are checked as it ends), with progress events. */
+async function streamLayer(source: ImageSource, layer: LayerPlan, signal: AbortSignal | undefined, progress: ProgressSink): Promise<Readable> {
+  const { digest, size } = layer.descriptor;
+  const started = performance.now();
+  progress({ type: 'layer-download-start', digest, size });
+  const blob = await source.getBlob(layer.descriptor, {
+    ...(signal !== undefined && { signal }),
+    onProgress: (bytes) => progress({ type: 'layer-download-progress', digest, bytes, size }),
+  });
+  blob.once('end', () => progress({ type: 'layer-downloaded', digest, size, seconds: (performance.now() - started) / 1000 }));
+  return blob;
+}
+
 async function downloadOne(
   source: ImageSource,
   layer: LayerPlan,
@@ -277,7 +309,7 @@ async function applyOne(
   store: Store,
   imageName: string,
   layer: LayerPlan,
-  file: string,
+  open: () => Promise<Readable>,
   opts: PullOptions,
   progress: ProgressSink,
 ): Promise<void> {
@@ -297,7 +329,7 @@ async function applyOne(
     async (dir) => {
       // tar-split lets podman rebuild the exact layer tar (podman save/push).
       const tar = new TarSplitRecorder();
-      const feed = pipeline(createReadStream(file), decompressStream(layer.compression), tar);
+      const feed = pipeline(await open(), decompressStream(layer.compression), tar);
       let result;
       try {
         result = await applyLayer(tar, dir, { what, signal: opts.signal });

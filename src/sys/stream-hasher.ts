@@ -12,8 +12,13 @@ import { sys, type Sha256Context } from './native.js';
 /** The same shape as oci/types Digest, without depending on oci. */
 type Sha256Digest = `sha256:${string}`;
 
-/** Above this many bytes queued and not yet hashed, callers should wait for ready(). */
-const maxInFlight = 16 * 1024 * 1024;
+/**
+ * Above this many bytes queued and not yet hashed, callers should wait for
+ * ready(). Each pull runs a hasher per download and one for the tar being
+ * applied; 4 MiB each (10 ms of hashing) keeps the pool busy and the peak RSS
+ * down (16 MiB each added ~40 MiB to it).
+ */
+const maxInFlight = 4 * 1024 * 1024;
 /** A job starts once this much is queued (or at digest()): every job wakes a pool thread. */
 const minBatch = 1024 * 1024;
 
