@@ -17,4 +17,6 @@ export {
   setReadonly,
   showSubvolume,
   snapshotSubvolume,
+  syncFilesystem,
+  waitSubvolumeCleaned,
 } from './subvolume.js';

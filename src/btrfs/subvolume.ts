@@ -1,18 +1,36 @@
 /**
- * btrfs subvolume operations through btrfs-progs (`btrfs subvolume ...`,
- * `btrfs property ...`), with typed results and one-line typed errors.
- * Only root can do most of these; callers check that at their edge.
+ * btrfs subvolume operations through the kernel's ioctls (native/btrfs.c),
+ * with typed results and one-line typed errors: no btrfs-progs process on the
+ * hot paths of pull and deploy. Only root can do most of these (tree searches
+ * need CAP_SYS_ADMIN); callers check that at their edge. The results match
+ * what `btrfs subvolume show/list/get-default` print (the parse* functions
+ * still read that output, for callers holding it).
  */
-import { lstat, statfs } from 'node:fs/promises';
-import { dirname, join, resolve } from 'node:path';
-import { execa } from 'execa';
-import { isErrno } from '../sys/native.js';
-import { BtrfsError, NotSubvolumeError } from './errors.js';
+import { lstat, stat, statfs } from 'node:fs/promises';
+import { setTimeout as sleep } from 'node:timers/promises';
+import { basename, dirname, join, resolve } from 'node:path';
+import { isErrno, sys } from '../sys/native.js';
+import { BtrfsError, NotBtrfsError, NotSubvolumeError } from './errors.js';
+import {
+  allSubvolumes,
+  childRefs,
+  defaultSubvolumeId,
+  FIRST_FREE_OBJECTID,
+  FS_TREE_OBJECTID,
+  fsPathBelow,
+  pathInParent,
+  subvolumeFsPath,
+  subvolumeGeneration,
+} from './tree.js';
 
 /** statfs(2) f_type of btrfs (linux/magic.h BTRFS_SUPER_MAGIC). */
 const btrfsSuperMagic = 0x9123683e;
 /** Inode number of every subvolume's root directory (btrfs_tree.h BTRFS_FIRST_FREE_OBJECTID). */
-const subvolumeRootInode = 256;
+const subvolumeRootInode = FIRST_FREE_OBJECTID;
+/** linux/btrfs.h BTRFS_SUBVOL_RDONLY: the read-only bit of SUBVOL_GETFLAGS/SETFLAGS. */
+const subvolReadonly = 2;
+/** linux/btrfs_tree.h BTRFS_ROOT_SUBVOL_RDONLY: the same bit in the root item (GET_SUBVOL_INFO flags). */
+const rootSubvolReadonly = 1;
 
 export interface SubvolumeInfo {
   /** Path relative to the filesystem's top-level subvolume ("/" for the top level itself). */
@@ -37,14 +55,36 @@ export interface SubvolumeListEntry {
   fsPath: string;
 }
 
-async function btrfs(operation: string, path: string, args: string[]): Promise<string> {
-  const result = await execa('btrfs', args, { reject: false, stdin: 'ignore' });
-  if (result.exitCode !== 0 || result.failed) {
-    const lines = `${result.stderr}\n${result.stdout}`.split('\n').map((l) => l.trim()).filter(Boolean);
-    const detail = lines.find((l) => l.startsWith('ERROR:'))?.replace(/^ERROR:\s*/, '') ?? lines.at(-1) ?? result.shortMessage ?? 'failed';
-    throw new BtrfsError(operation, path, detail);
+/** The one-line detail of a native errno error: "Directory not empty (ENOTEMPTY)". */
+function errnoDetail(err: NodeJS.ErrnoException): string {
+  // Native messages read "CODE: strerror, syscall 'path'".
+  const m = /^[A-Z0-9]+: (.*?), [A-Z_0-9a-z]+(?: '.*')?$/s.exec(err.message);
+  return `${m?.[1] ?? err.message} (${err.code})`;
+}
+
+/**
+ * Runs one native call, turning its errno error into a typed one naming `path`:
+ * ENOTTY (the ioctl is unknown there) means not btrfs, `notSubvolume` lists the
+ * codes that mean `path` is not a subvolume root for this call.
+ */
+function ioctl<T>(operation: string, path: string, call: () => T, notSubvolume: string[] = []): T {
+  try {
+    return call();
+  } catch (err) {
+    throw typedError(operation, path, err, notSubvolume);
   }
-  return result.stdout;
+}
+
+function typedError(operation: string, path: string, err: unknown, notSubvolume: string[] = []): unknown {
+  if (typeof err !== 'object' || err === null || typeof (err as NodeJS.ErrnoException).code !== 'string') return err;
+  const e = err as NodeJS.ErrnoException;
+  if (e.code === 'ENOTTY') return new NotBtrfsError(path);
+  if (notSubvolume.includes(e.code!)) return new NotSubvolumeError(path);
+  if (e.code === 'EEXIST') return new BtrfsError(operation, path, 'destination already exists', { cause: err });
+  if (e.code === 'ENOTEMPTY' && operation === 'subvolume delete') {
+    return new BtrfsError(operation, path, 'it contains nested subvolumes', { cause: err });
+  }
+  return new BtrfsError(operation, path, errnoDetail(e), { cause: err });
 }
 
 /** True when `path` (which must exist) is on a btrfs filesystem. */
@@ -64,45 +104,60 @@ export async function isSubvolume(path: string): Promise<boolean> {
   }
 }
 
-async function requireAbsent(operation: string, path: string): Promise<void> {
+/** The subvolume root at `path` (symlinks followed, as btrfs-progs does), or NotSubvolumeError. */
+async function requireSubvolumeRoot(operation: string, path: string): Promise<void> {
+  let st;
   try {
-    await lstat(path);
+    st = await stat(path);
   } catch (err) {
-    if (isErrno(err, 'ENOENT')) return;
-    throw err;
+    throw typedError(operation, path, err);
   }
-  // btrfs-progs would create the new subvolume *inside* an existing directory.
-  throw new BtrfsError(operation, path, 'destination already exists');
+  if (!st.isDirectory() || st.ino !== subvolumeRootInode) throw new NotSubvolumeError(path);
 }
 
 export async function createSubvolume(path: string): Promise<void> {
-  await requireAbsent('subvolume create', path);
-  await btrfs('subvolume create', path, ['subvolume', 'create', path]);
+  const abs = resolve(path);
+  ioctl('subvolume create', abs, () => sys.btrfsSubvolCreate(dirname(abs), basename(abs)));
 }
 
 /** Snapshot `source` (a subvolume) as the new subvolume `dest`; writable unless `readonly`. */
 export async function snapshotSubvolume(source: string, dest: string, opts: { readonly?: boolean } = {}): Promise<void> {
-  await requireAbsent('subvolume snapshot', dest);
+  const abs = resolve(dest);
+  // The kernel would snapshot the subvolume *containing* a plain directory.
   if (!(await isSubvolume(source))) throw new NotSubvolumeError(source);
-  const args = ['subvolume', 'snapshot', ...(opts.readonly ? ['-r'] : []), source, dest];
-  await btrfs('subvolume snapshot', dest, args);
+  ioctl('subvolume snapshot', abs, () =>
+    sys.btrfsSnapCreate(resolve(source), dirname(abs), basename(abs), opts.readonly === true),
+  );
+}
+
+/** The subvolumes linked directly inside subvolume `path` (given as absolute), with their ids. */
+function nestedSubvolumes(abs: string): Array<{ id: number; path: string; rel: string }> {
+  const id = ioctl('subvolume list', abs, () => sys.btrfsInoLookup(abs, 0, FIRST_FREE_OBJECTID).treeId);
+  return ioctl('subvolume list', abs, () =>
+    childRefs(abs, id).map((ref) => {
+      const rel = pathInParent(abs, ref);
+      return { id: ref.childId, path: join(abs, rel), rel };
+    }),
+  );
 }
 
 /**
  * Deletes the subvolume at `path`. With `recursive`, nested subvolumes are deleted
- * first (btrfs-progs 6.2 has no --recursive; a subvolume with nested ones fails
- * with ENOTEMPTY), clearing the read-only flag of parents that have children.
+ * first, deepest first (the kernel refuses a subvolume with nested ones with
+ * ENOTEMPTY), clearing the read-only flag of parents that have children (their
+ * directory entries must go).
  */
 export async function deleteSubvolume(path: string, opts: { recursive?: boolean } = {}): Promise<void> {
   if (!(await isSubvolume(path))) throw new NotSubvolumeError(path);
+  const abs = resolve(path);
   if (opts.recursive) {
-    const children = await listChildSubvolumes(path);
+    const children = nestedSubvolumes(abs);
     if (children.length > 0) {
-      if (await getReadonly(path)) await setReadonly(path, false);
+      if (await getReadonly(abs)) await setReadonly(abs, false);
       for (const child of children) await deleteSubvolume(child.path, { recursive: true });
     }
   }
-  await btrfs('subvolume delete', path, ['subvolume', 'delete', path]);
+  ioctl('subvolume delete', abs, () => sys.btrfsSnapDestroy(dirname(abs), basename(abs)));
 }
 
 function parseNumber(value: string | undefined, what: string, path: string): number {
@@ -140,8 +195,40 @@ export function parseSubvolumeShow(output: string, path: string): SubvolumeInfo 
   return info;
 }
 
+const uuidString = (b: Buffer): string | undefined => {
+  if (b.every((x) => x === 0)) return undefined;
+  const h = b.toString('hex');
+  return `${h.slice(0, 8)}-${h.slice(8, 12)}-${h.slice(12, 16)}-${h.slice(16, 20)}-${h.slice(20)}`;
+};
+
+/** What `btrfs subvolume show` prints, from BTRFS_IOC_GET_SUBVOL_INFO and the root tree. */
 export async function showSubvolume(path: string): Promise<SubvolumeInfo> {
-  return parseSubvolumeShow(await btrfs('subvolume show', path, ['subvolume', 'show', path]), path);
+  const abs = resolve(path);
+  const op = 'subvolume show';
+  // GET_SUBVOL_INFO describes the subvolume *containing* abs: check abs is its root.
+  const raw = ioctl(op, abs, () => sys.btrfsSubvolInfo(abs));
+  await requireSubvolumeRoot(op, abs);
+  const top = raw.id === FS_TREE_OBJECTID;
+  const fsPath = top
+    ? '/'
+    : ioctl(op, abs, () =>
+        fsPathBelow(abs, { parentId: raw.parentId, childId: raw.id, dirId: raw.dirId, name: raw.name }),
+      );
+  if (fsPath === undefined) throw new BtrfsError(op, abs, 'the subvolume is not linked into the filesystem');
+  const info: SubvolumeInfo = {
+    fsPath,
+    name: top ? '<FS_TREE>' : raw.name,
+    id: raw.id,
+    uuid: uuidString(raw.uuid) ?? '-',
+    generation: raw.generation,
+    topLevelId: raw.parentId,
+    readonly: (raw.flags & rootSubvolReadonly) !== 0,
+  };
+  const parentUuid = uuidString(raw.parentUuid);
+  if (parentUuid !== undefined) info.parentUuid = parentUuid;
+  const receivedUuid = uuidString(raw.receivedUuid);
+  if (receivedUuid !== undefined) info.receivedUuid = receivedUuid;
+  return info;
 }
 
 /** Parses `btrfs subvolume list` lines: "ID 257 gen 9 top level 5 path a/b". */
@@ -155,51 +242,82 @@ export function parseSubvolumeList(output: string): SubvolumeListEntry[] {
   return entries;
 }
 
-/** All subvolumes of the filesystem holding `path`. */
+/** All subvolumes of the filesystem holding `path`, by id (as `btrfs subvolume list`). */
 export async function listSubvolumes(path: string): Promise<SubvolumeListEntry[]> {
-  return parseSubvolumeList(await btrfs('subvolume list', path, ['subvolume', 'list', path]));
+  const abs = resolve(path);
+  return ioctl('subvolume list', abs, () => {
+    const known = new Map<number, string>();
+    const entries: SubvolumeListEntry[] = [];
+    for (const { ref, generation } of allSubvolumes(abs)) {
+      const fsPath = fsPathBelow(abs, ref, known);
+      if (fsPath !== undefined) entries.push({ id: ref.childId, generation, topLevelId: ref.parentId, fsPath });
+    }
+    return entries.sort((x, y) => x.id - y.id);
+  });
 }
 
 /** The subvolumes directly nested in the subvolume at `path`, with their absolute paths. */
 export async function listChildSubvolumes(path: string): Promise<Array<SubvolumeListEntry & { path: string }>> {
   const abs = resolve(path);
+  const op = 'subvolume list';
+  await requireSubvolumeRoot(op, abs);
   const self = await showSubvolume(abs);
-  const children = parseSubvolumeList(await btrfs('subvolume list', abs, ['subvolume', 'list', '-o', abs]));
-  // `list -o` and `show` both print paths relative to the top-level subvolume.
-  const prefix = self.fsPath === '/' ? '' : `${self.fsPath.replace(/^\/+/, '')}/`;
-  return children.map((child) => {
-    const fsPath = child.fsPath.replace(/^<FS_TREE>\//, '');
-    if (!fsPath.startsWith(prefix)) {
-      throw new BtrfsError('subvolume list', abs, `nested subvolume ${child.fsPath} is not below ${self.fsPath}`);
-    }
-    return { ...child, path: join(abs, fsPath.slice(prefix.length)) };
-  });
+  const prefix = self.fsPath === '/' ? '' : `${self.fsPath}/`;
+  return nestedSubvolumes(abs).map((child) => ({
+    id: child.id,
+    generation: ioctl(op, abs, () => subvolumeGeneration(abs, child.id)) ?? 0,
+    topLevelId: self.id,
+    fsPath: `${prefix}${child.rel}`,
+    path: child.path,
+  }));
 }
 
 /** Makes subvolume `id` the default (mounted when no subvol= option is given). */
 export async function setDefaultSubvolume(id: number, mountPath: string): Promise<void> {
-  await btrfs('subvolume set-default', mountPath, ['subvolume', 'set-default', String(id), mountPath]);
+  const abs = resolve(mountPath);
+  ioctl('subvolume set-default', abs, () => sys.btrfsSetDefault(abs, id));
 }
 
 /** The default subvolume: `{ id: 5, fsPath: '' }` for the top level. */
 export async function getDefaultSubvolume(mountPath: string): Promise<{ id: number; fsPath: string }> {
-  const out = (await btrfs('subvolume get-default', mountPath, ['subvolume', 'get-default', mountPath])).trim();
-  const top = /^ID (\d+) \(FS_TREE\)$/.exec(out);
-  if (top) return { id: Number(top[1]), fsPath: '' };
-  const [entry] = parseSubvolumeList(out);
-  if (!entry) throw new BtrfsError('subvolume get-default', mountPath, `unexpected output: ${out.slice(0, 80)}`);
-  return { id: entry.id, fsPath: entry.fsPath };
+  const abs = resolve(mountPath);
+  const op = 'subvolume get-default';
+  const id = ioctl(op, abs, () => defaultSubvolumeId(abs));
+  const fsPath = ioctl(op, abs, () => subvolumeFsPath(abs, id));
+  if (fsPath === undefined) throw new BtrfsError(op, abs, `default subvolume ${id} is not linked into the filesystem`);
+  return { id, fsPath };
 }
 
+/** The read-only flag of the subvolume at `path`. */
 export async function getReadonly(path: string): Promise<boolean> {
-  const out = (await btrfs('property get', path, ['property', 'get', '-ts', path, 'ro'])).trim();
-  if (out === 'ro=true') return true;
-  if (out === 'ro=false') return false;
-  throw new BtrfsError('property get', path, `unexpected output: ${out.slice(0, 80)}`);
+  const abs = resolve(path);
+  // GETFLAGS fails with EINVAL on a directory that is not a subvolume root.
+  return (ioctl('property get', abs, () => sys.btrfsGetFlags(abs), ['EINVAL']) & subvolReadonly) !== 0;
 }
 
 export async function setReadonly(path: string, readonly: boolean): Promise<void> {
-  await btrfs('property set', path, ['property', 'set', '-ts', path, 'ro', String(readonly)]);
+  const abs = resolve(path);
+  const op = 'property set';
+  const flags = ioctl(op, abs, () => sys.btrfsGetFlags(abs), ['EINVAL']);
+  const wanted = readonly ? flags | subvolReadonly : flags & ~subvolReadonly;
+  if (wanted !== flags) ioctl(op, abs, () => sys.btrfsSetFlags(abs, wanted));
+}
+
+/** Commits the current transaction of the filesystem holding `path` (`btrfs filesystem sync`). */
+export async function syncFilesystem(path: string): Promise<void> {
+  const abs = resolve(path);
+  ioctl('filesystem sync', abs, () => sys.btrfsSync(abs));
+}
+
+/**
+ * Waits until deleted subvolume `id` is cleaned (its root item gone), as
+ * `btrfs subvolume sync PATH ID` does, polling every `pollMs`.
+ */
+export async function waitSubvolumeCleaned(path: string, id: number, opts: { pollMs?: number } = {}): Promise<void> {
+  const abs = resolve(path);
+  while (ioctl('subvolume sync', abs, () => subvolumeGeneration(abs, id)) !== undefined) {
+    await sleep(opts.pollMs ?? 100);
+  }
 }
 
 /** The nearest existing ancestor of `path` (itself if it exists). */

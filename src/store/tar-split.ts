@@ -24,7 +24,7 @@ import { Transform, type TransformCallback } from 'node:stream';
 import { createGzip, type Gzip } from 'node:zlib';
 import { posix } from 'node:path';
 import type { Digest } from '../oci/types.js';
-import { emittedDigest, StreamHasher, type DigestingStream } from '../layers/index.js';
+import { emittedDigest, StreamHasher, type DigestingStream } from '../layers/hasher.js';
 import { sys } from '../sys/native.js';
 
 export interface TarSplit {

@@ -14,6 +14,42 @@ export type PathArg = string | Buffer;
 /** An opaque SHA-256 context (OpenSSL, in the addon). */
 export type Sha256Context = { readonly __brand: 'Sha256Context' };
 
+/** An opaque zstd decompression context (libzstd ZSTD_DStream, in the addon). */
+export type ZstdContext = { readonly __brand: 'ZstdContext' };
+
+/**
+ * The result of one zstdDecompress call: `written` bytes went into the
+ * targets, in order; `consumed` bytes of the input were used; `more` when the
+ * targets are all full (call again with input.subarray(consumed), even if
+ * empty); `frameEnded` when everything so far ends exactly at a frame's end.
+ */
+export type ZstdDone = (err: Error | null, written: number, consumed: number, more: boolean, frameEnded: boolean) => void;
+
+/** BTRFS_IOC_GET_SUBVOL_INFO (linux/btrfs.h struct btrfs_ioctl_get_subvol_info_args). */
+export interface BtrfsSubvolInfo {
+  id: number;
+  name: string;
+  /** 0 for the top level. */
+  parentId: number;
+  dirId: number;
+  generation: number;
+  flags: number;
+  /** 16 bytes each; all zero when unset. */
+  uuid: Buffer;
+  parentUuid: Buffer;
+  receivedUuid: Buffer;
+  ctransid: number;
+  otransid: number;
+}
+
+/** One item of a btrfs tree search: its key and raw (little-endian) data. */
+export interface BtrfsSearchItem {
+  objectId: number;
+  type: number;
+  offset: number;
+  data: Buffer;
+}
+
 export interface NativeSys {
   /** openat2(2); `resolve` is a mask of RESOLVE_* constants. Returns an fd. */
   openat2(dirfd: number, path: PathArg, flags: number, mode: number, resolve: number): number;
@@ -64,6 +100,49 @@ export interface NativeSys {
   sha256Update(ctx: Sha256Context, chunks: Uint8Array[], done: (err: Error | null) => void): void;
   /** The digest of everything hashed so far (32 bytes); the context can go on. */
   sha256Digest(ctx: Sha256Context): Buffer;
+  /** A zstd decoder with libzstd's default window limit (128 MiB). */
+  zstdCreate(): ZstdContext;
+  /**
+   * Decodes `input` on libuv's thread pool into `targets` (1 to 16, filled in
+   * order), then calls `done` (on failure with only an Error: the message is
+   * libzstd's). One call per context at a time (another throws until `done`);
+   * neither the input nor the targets may be touched until then.
+   */
+  zstdDecompress(ctx: ZstdContext, input: Uint8Array, targets: Uint8Array[], done: ZstdDone): void;
+  /** BTRFS_IOC_SUBVOL_CREATE: a new subvolume `name` in directory `dir`. */
+  btrfsSubvolCreate(dir: PathArg, name: PathArg): void;
+  /** BTRFS_IOC_SNAP_CREATE_V2: snapshot of subvolume `source` as `dir`/`name`. */
+  btrfsSnapCreate(source: PathArg, dir: PathArg, name: PathArg, readonly: boolean): void;
+  /** BTRFS_IOC_SNAP_DESTROY: deletes subvolume `dir`/`name` (ENOTEMPTY with nested subvolumes). */
+  btrfsSnapDestroy(dir: PathArg, name: PathArg): void;
+  /** BTRFS_IOC_SUBVOL_GETFLAGS of the subvolume rooted at `path` (BTRFS_SUBVOL_RDONLY = 2). */
+  btrfsGetFlags(path: PathArg): number;
+  btrfsSetFlags(path: PathArg, flags: number): void;
+  /** BTRFS_IOC_DEFAULT_SUBVOL on the filesystem holding `path`. */
+  btrfsSetDefault(path: PathArg, id: number): void;
+  /** BTRFS_IOC_SYNC: commits the current transaction of the filesystem holding `path`. */
+  btrfsSync(path: PathArg): void;
+  /** BTRFS_IOC_GET_SUBVOL_INFO of the subvolume containing `path` (flags: root item flags, BTRFS_ROOT_SUBVOL_RDONLY = 1). */
+  btrfsSubvolInfo(path: PathArg): BtrfsSubvolInfo;
+  /**
+   * BTRFS_IOC_INO_LOOKUP: the path of directory `objectId` inside tree `treeId`
+   * (0: the tree of `path`), with a trailing "/" ("" for the tree's root directory).
+   */
+  btrfsInoLookup(path: PathArg, treeId: number, objectId: number): { treeId: number; name: string };
+  /**
+   * BTRFS_IOC_TREE_SEARCH_V2 (root only) over the whole-key range [min, max] of
+   * tree `treeId`; negative bounds are taken as u64 (-1 = UINT64_MAX).
+   */
+  btrfsTreeSearch(
+    path: PathArg,
+    treeId: number,
+    minObjectId: number,
+    maxObjectId: number,
+    minType: number,
+    maxType: number,
+    minOffset: number,
+    maxOffset: number,
+  ): BtrfsSearchItem[];
   constants: {
     RESOLVE_NO_XDEV: number;
     RESOLVE_NO_MAGICLINKS: number;
