@@ -13,7 +13,6 @@
  * pending deployment when it holds an image; `delete --id` refuses the
  * default and the booted snapshot.
  */
-import { execa } from 'execa';
 import {
   getDefaultSubvolume,
   getReadonly,
@@ -22,6 +21,7 @@ import {
   setReadonly,
   showSubvolume,
   snapshotSubvolume,
+  syncFilesystem,
 } from '../btrfs/index.js';
 import { OcisnapError } from '../errors.js';
 import {
@@ -293,7 +293,7 @@ export async function switchTo(ctx: Context, id: string): Promise<void> {
   await withRecoveredState(paths, ctx.log, async () => {
     const snap = await resolveSnapshot(ctx, ref.num, ref.imageId);
     await setDefaultSubvolume((await showSubvolume(snap.path)).id, paths.root);
-    await execa('btrfs', ['filesystem', 'sync', paths.root], { reject: false, stdin: 'ignore' });
+    await syncFilesystem(paths.root);
     const state = await readState(paths.root);
     const digest = snap.info.userdata[OCISNAP_USERDATA.digest];
     if (findDeployment(state, snap.num) || snap.imageId === undefined || digest === undefined) return;
