@@ -32,7 +32,6 @@
 import { closeSync, readFileSync } from 'node:fs';
 import { lstat } from 'node:fs/promises';
 import { join } from 'node:path';
-import { execa } from 'execa';
 import {
   deleteSubvolume,
   isSubvolume,
@@ -40,6 +39,8 @@ import {
   setReadonly,
   showSubvolume,
   snapshotSubvolume as btrfsSnapshot,
+  syncFilesystem,
+  waitSubvolumeCleaned,
 } from '../btrfs/index.js';
 import { describeError, OcisnapError } from '../errors.js';
 import { digestHex } from '../oci/digest.js';
@@ -61,9 +62,7 @@ import {
 } from '../pull/policy-check.js';
 import { readImageVerifications } from '../pull/verification-record.js';
 import { PolicyRejectedError } from '../policy/verify.js';
-import { pullImage } from '../pull/pull.js';
-import { openConfiguredSource, type SourceConfig } from '../pull/source-config.js';
-import { resolveImage } from '../registry/source.js';
+import type { SourceConfig } from '../pull/source-config.js';
 import { imageDigests, Store, type ImageRecord } from '../store/index.js';
 import { isErrno, sys } from '../sys/native.js';
 import { formatEtcMergeReport, mergeEtc, type EtcMergeReport } from './etc-merge.js';
@@ -247,6 +246,10 @@ export async function pullForDeploy(
   policy: PolicyConfig,
   opts: { sourceConfig?: SourceConfig; platform?: Platform; progress?: ProgressSink },
 ): Promise<AcquiredImage> {
+  // Loaded only to pull: the registry client (undici) and the layer pipeline
+  // (decompressors, tar, applier) are most of the module graph, and
+  // `deploy --no-pull` of a stored image needs none of it.
+  const [{ pullImage }, { openConfiguredSource }] = await Promise.all([import('../pull/pull.js'), import('../pull/source-config.js')]);
   const opened = await openConfiguredSource(spec, opts.sourceConfig ?? {});
   try {
     const pullOpts: Parameters<typeof pullImage>[3] = { verify: pullVerifier(opened, policy) };
@@ -276,6 +279,7 @@ export async function findStoredImage(
 ): Promise<AcquiredImage> {
   let record: ImageRecord | undefined;
   if (localTransports.some((p) => spec.startsWith(p))) {
+    const [{ openConfiguredSource }, { resolveImage }] = await Promise.all([import('../pull/source-config.js'), import('../registry/source.js')]);
     const { source } = await openConfiguredSource(spec, opts.sourceConfig ?? {});
     try {
       const resolved = await resolveImage(source, opts.platform ?? hostPlatform());
@@ -527,8 +531,8 @@ export async function discardSnapshot(paths: SysrootPaths, num: number): Promise
     // Deletion frees space in the background, once a transaction commits; on a
     // full filesystem the state write that follows needs that space. So commit
     // now (else the cleaner waits for the 30 s commit interval), then wait for it.
-    await execa('btrfs', ['filesystem', 'sync', paths.root], { reject: false, stdin: 'ignore' });
-    await execa('btrfs', ['subvolume', 'sync', paths.root, String(id)], { reject: false, stdin: 'ignore' });
+    await syncFilesystem(paths.root).catch(() => undefined);
+    await waitSubvolumeCleaned(paths.root, id).catch(() => undefined);
   }
   await releaseSnapshotDir(paths.snapshotsDir, num);
 }
@@ -757,7 +761,7 @@ export async function deploy(opts: DeployOptions): Promise<DeployResult> {
       }
       crashPoint('default-set');
       // The commit point must survive a power cut before the state says so.
-      await execa('btrfs', ['filesystem', 'sync', paths.root], { reject: false, stdin: 'ignore' });
+      await syncFilesystem(paths.root).catch(() => undefined);
 
       // Before the state: while inProgress is set, a crash here is finished
       // by the next run's recovery, which arms grubenv again. A failure is

@@ -165,17 +165,22 @@ export class EtcMergeError extends OcisnapError {
 
 /** Does `rel` match a pattern: `*` within one component; a match on a directory covers what is below it. */
 export function matchesIdentity(rel: string, patterns: readonly string[]): boolean {
-  const parts = rel.split('/');
-  return patterns.some((pattern) => {
-    const pp = pattern.split('/').filter((p) => p !== '');
-    if (pp.length === 0 || pp.length > parts.length) return false;
-    return pp.every((p, i) => globComponent(p, parts[i] as string));
-  });
+  return identityMatcher(patterns)(rel);
 }
 
-function globComponent(pattern: string, name: string): boolean {
-  const re = new RegExp(`^${pattern.split('*').map((s) => s.replace(/[.+?^${}()|[\]\\]/g, '\\$&')).join('.*')}$`);
-  return re.test(name);
+/** matchesIdentity with the patterns compiled once (the merge asks for every path of three trees). */
+export function identityMatcher(patterns: readonly string[]): (rel: string) => boolean {
+  const compiled = patterns
+    .map((pattern) => pattern.split('/').filter((p) => p !== '').map(globComponent))
+    .filter((pp) => pp.length > 0);
+  return (rel) => {
+    const parts = rel.split('/');
+    return compiled.some((pp) => pp.length <= parts.length && pp.every((re, i) => re.test(parts[i] as string)));
+  };
+}
+
+function globComponent(pattern: string): RegExp {
+  return new RegExp(`^${pattern.split('*').map((s) => s.replace(/[.+?^${}()|[\]\\]/g, '\\$&')).join('.*')}$`);
 }
 
 type Listing = Map<string, TreeEntry>;
@@ -208,14 +213,14 @@ class Merger {
     private readonly b: Listing | undefined,
     private readonly l: Listing,
     private readonly n: Listing,
-    private readonly identityPaths: readonly string[],
+    private readonly isIdentity: (rel: string) => boolean,
     ignoreXattrs: readonly string[],
     private readonly opaque: ReadonlySet<string>,
   ) {
     this.cmp = { ignoreXattrs: new Set(ignoreXattrs) };
   }
 
-  private same(x: TreeEntry | undefined, xRoot: string, y: TreeEntry | undefined, yRoot: string): Promise<boolean> {
+  private same(x: TreeEntry | undefined, xRoot: string, y: TreeEntry | undefined, yRoot: string): boolean {
     return sameEntry(x, xRoot, y, yRoot, this.cmp);
   }
 
@@ -226,7 +231,7 @@ class Merger {
   async run(): Promise<void> {
     const all = [...new Set<string>([...this.l.keys(), ...this.n.keys(), ...(this.b?.keys() ?? [])])].sort();
     const plans: Array<[string, Plan]> = [];
-    for (const rel of all) plans.push([rel, await this.guard(rel, () => this.plan(rel))]);
+    for (const rel of all) plans.push([rel, this.guardSync(rel, () => this.plan(rel))]);
     const staging = join(this.input.target, STAGING_DIR);
     await rm(staging, { recursive: true, force: true });
     await mkdir(staging, { mode: 0o700 });
@@ -245,9 +250,20 @@ class Merger {
     try {
       return await fn();
     } catch (err) {
-      if (err instanceof OcisnapError) throw err;
-      throw new EtcMergeError(rel, describeError(err), { cause: err });
+      throw this.wrapError(rel, err);
     }
+  }
+
+  private guardSync<T>(rel: string, fn: () => T): T {
+    try {
+      return fn();
+    } catch (err) {
+      throw this.wrapError(rel, err);
+    }
+  }
+
+  private wrapError(rel: string, err: unknown): unknown {
+    return err instanceof OcisnapError ? err : new EtcMergeError(rel, describeError(err), { cause: err });
   }
 
   /** At or below a directory some tree did not descend into (a mount): local's content is unknown, so the image's stays. */
@@ -264,7 +280,7 @@ class Merger {
     return undefined;
   }
 
-  private async plan(rel: string): Promise<Plan> {
+  private plan(rel: string): Plan {
     const { local, target } = this.input;
     const base = this.input.base ?? '';
     const l = this.l.get(rel);
@@ -284,16 +300,18 @@ class Merger {
       this.report.skipped.push({ path: rel, reason: 'a socket cannot be copied' });
       return { action: 'keep', imageChanged: false };
     }
-    if (matchesIdentity(rel, this.identityPaths)) {
-      if (await this.same(l, local, n, target)) return { action: 'keep', imageChanged: false };
+    if (this.isIdentity(rel)) {
+      if (this.same(l, local, n, target)) return { action: 'keep', imageChanged: false };
       this.report.identity.push(rel);
       return { action: l === undefined ? 'delete' : 'local', imageChanged: false };
     }
     if (!rel.includes('/') && ACCOUNT_FILES.includes(rel) && l?.kind === 'file' && n?.kind === 'file') {
       if (b === undefined || b.kind === 'file') return { action: 'accounts', imageChanged: false };
     }
-    const imageChanged = this.b !== undefined && n !== undefined && !(await this.same(n, target, b, base));
-    return { action: await this.decide(rel, b, base, l, local, n, target), imageChanged };
+    // Whether the image changed it is asked twice (report, decision): compare once.
+    const imageSameAsBase = this.b !== undefined && this.same(n, target, b, base);
+    const imageChanged = this.b !== undefined && n !== undefined && !imageSameAsBase;
+    return { action: this.decide(rel, b, base, l, local, n, target, imageSameAsBase), imageChanged };
   }
 
   private async apply(rel: string, plan: Plan): Promise<void> {
@@ -328,7 +346,7 @@ class Merger {
   }
 
   /** What the target must hold at `rel`; records the report lines. */
-  private async decide(
+  private decide(
     rel: string,
     b: TreeEntry | undefined,
     base: string,
@@ -336,10 +354,12 @@ class Merger {
     local: string,
     n: TreeEntry | undefined,
     target: string,
-  ): Promise<'keep' | 'delete' | 'local' | 'local+new'> {
+    /** sameEntry(n, b), when there is a base. */
+    imageSameAsBase: boolean,
+  ): 'keep' | 'delete' | 'local' | 'local+new' {
     const r = this.report;
     if (this.b === undefined) {
-      if (await this.same(l, local, n, target)) return 'keep';
+      if (this.same(l, local, n, target)) return 'keep';
       if (l === undefined) {
         r.tookNew.push(rel);
         return 'keep';
@@ -349,12 +369,12 @@ class Merger {
       r.conflicts.push({ path: rel, kind: 'no-base' });
       return l.kind === 'dir' && n.kind === 'dir' ? 'local' : 'local+new';
     }
-    if (await this.same(l, local, b, base)) {
-      if (!(await this.same(n, target, b, base))) r.tookNew.push(rel);
+    if (this.same(l, local, b, base)) {
+      if (!imageSameAsBase) r.tookNew.push(rel);
       return 'keep';
     }
     // The admin changed, added or deleted it.
-    if (await this.same(n, target, b, base)) {
+    if (imageSameAsBase) {
       if (l === undefined) {
         r.deletedLocally.push(rel);
         return 'delete';
@@ -362,7 +382,7 @@ class Merger {
       r.keptLocal.push(rel);
       return 'local';
     }
-    if (await this.same(l, local, n, target)) return 'keep';
+    if (this.same(l, local, n, target)) return 'keep';
     // Both changed it, differently.
     if (l === undefined) {
       r.deletedLocally.push(rel);
@@ -566,18 +586,16 @@ export async function mergeEtc(input: EtcMergeInput, opts: EtcMergeOptions = {})
   await requireDir(input.target, 'new /etc');
   if (input.base !== undefined) await requireDir(input.base, 'base /etc');
   await requireDistinct(input);
-  const [local, image, base] = await Promise.all([
-    walkTree(input.local),
-    walkTree(input.target),
-    input.base === undefined ? undefined : walkTree(input.base),
-  ]);
+  const local = walkTree(input.local);
+  const image = walkTree(input.target);
+  const base = input.base === undefined ? undefined : walkTree(input.base);
   const opaque = new Set([...local.skipped, ...image.skipped, ...(base?.skipped ?? [])].map((s) => s.rel));
   const merger = new Merger(
     input,
     base?.entries,
     local.entries,
     image.entries,
-    opts.identityPaths ?? DEFAULT_IDENTITY_PATHS,
+    identityMatcher(opts.identityPaths ?? DEFAULT_IDENTITY_PATHS),
     opts.ignoreXattrs ?? DEFAULT_IGNORED_XATTRS,
     opaque,
   );

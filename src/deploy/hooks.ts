@@ -24,7 +24,6 @@
  */
 import { lstat, readdir, readlink, stat } from 'node:fs/promises';
 import { join } from 'node:path';
-import { execa } from 'execa';
 import { describeError, OcisnapError } from '../errors.js';
 import { isErrno } from '../sys/native.js';
 
@@ -128,6 +127,10 @@ export async function runHooks(
 ): Promise<string[]> {
   const log = opts.log ?? (() => undefined);
   const ran: string[] = [];
+  if (hooks.length === 0) return ran;
+  // Loaded here, not at the top: execa costs about 0.1 s of module loading, and
+  // a deploy without hooks (or with --no-hooks) must not pay it.
+  const { execa } = await import('execa');
   for (const hook of hooks) {
     log(`running deploy hook ${hook.path}`);
     const child = execa(hook.path, [ctx.snapshotPath, String(ctx.snapshot)], {

@@ -428,6 +428,22 @@ describe('mergeEtc three-way rules', () => {
     expect(report.deletedLocally).toEqual([]);
   });
 
+  it('leaves the access times of the files it compares alone', async () => {
+    // Older than a day and equal to mtime: relatime would update it on any read
+    // (in a fresh snapshot that copies a shared metadata block per file).
+    const old = { s: Math.floor(Date.now() / 1000) - 3 * 86400, ns: 0 };
+    const f = (content: string): Node => ({ content, mtime: old });
+    const t = await merge({
+      base: { 'a.conf': f('v1'), 'b.conf': f('same') },
+      local: { 'a.conf': f('v1'), 'b.conf': f('same') },
+      image: { 'a.conf': f('v2'), 'b.conf': f('same') },
+    });
+    expect(t.report.tookNew).toEqual(['a.conf']);
+    for (const tree of [t.base, t.local, t.target]) {
+      for (const rel of ['a.conf', 'b.conf']) expect(lstatSync(join(tree, rel)).atimeMs, `${tree}/${rel}`).toBe(old.s * 1000);
+    }
+  });
+
   it('refuses a target that overlaps local or base', async () => {
     const dir = join(fs.mountpoint, `case-${++counter}`);
     await build(join(dir, 'etc'), { a: 'a' });
@@ -465,11 +481,11 @@ describe('mergeEtc on a real /etc', () => {
     expect(report.skipped.map((s) => s.reason)).toEqual(['local: name is not valid UTF-8; not merged']);
     expect(readFileSync(join(dir, 'target', 'passwd'), 'utf8')).toBe(`${passwd}zed:x:4242:4242::/home/zed:/bin/sh\n`);
     // Everything else is the image's, content and metadata (tree-compare's notion of same).
-    const l = (await walkTree(join(dir, 'local'))).entries;
-    const n = (await walkTree(join(dir, 'target'))).entries;
+    const l = walkTree(join(dir, 'local')).entries;
+    const n = walkTree(join(dir, 'target')).entries;
     const differing: string[] = [];
     for (const rel of new Set([...l.keys(), ...n.keys()])) {
-      if (!(await sameEntry(l.get(rel), join(dir, 'local'), n.get(rel), join(dir, 'target')))) differing.push(rel);
+      if (!sameEntry(l.get(rel), join(dir, 'local'), n.get(rel), join(dir, 'target'))) differing.push(rel);
     }
     expect(differing.sort()).toEqual(['image-added.conf', 'issue']);
   });
