@@ -15,7 +15,7 @@ import { join } from 'node:path';
 import { UntrustedInputError, describeError } from '../errors.js';
 import { sha256Digest } from '../oci/digest.js';
 import type { Digest } from '../oci/types.js';
-import { maxSignatureBytes, maxSignatures } from './registry-signatures.js';
+import { maxSignatureBytes, maxSignatures } from './signature-limits.js';
 import { isPlainObject, parseStrictJson } from './simple-signing.js';
 import type { SigstoreAttachment } from './sigstore.js';
 import type { Policy } from './policy-json.js';

@@ -15,7 +15,7 @@
  */
 import { readdir, readFile } from 'node:fs/promises';
 import { join } from 'node:path';
-import { parse as parseYaml } from 'yaml';
+import { createRequire } from 'node:module';
 import { UsageError, describeError } from '../errors.js';
 import { digestHex } from '../oci/digest.js';
 import type { Digest, ImageReference } from '../oci/types.js';
@@ -42,6 +42,13 @@ export interface RegistriesD {
 }
 
 export class RegistriesDError extends UsageError {}
+
+/**
+ * The YAML parser, loaded when a registries.d file is first parsed (most
+ * hosts have none, and every command reading the policy would pay for it).
+ */
+const parseYaml = (text: string, opts: { uniqueKeys: boolean }): unknown =>
+  (createRequire(import.meta.url)('yaml') as typeof import('yaml')).parse(text, opts);
 
 /** Reads a registries.d directory; a missing directory is an empty configuration. */
 export async function loadRegistriesD(dir: string = defaultRegistriesDPath): Promise<RegistriesD> {

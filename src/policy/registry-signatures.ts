@@ -33,10 +33,9 @@ import { sigstoreSignatureTag, type SigstoreAttachment } from './sigstore.js';
 import type { Policy } from './policy-json.js';
 import { checkPolicy, type SignatureSource, type VerificationResult } from './verify.js';
 
-/** iolimits.MaxSignatureBodySize */
-export const maxSignatureBytes = 4 * 1024 * 1024;
-/** docker_image_src.go maxLookasideSignatures / maxSigstoreSignatures */
-export const maxSignatures = 128;
+import { maxSignatureBytes, maxSignatures } from './signature-limits.js';
+
+export { maxSignatureBytes, maxSignatures };
 
 export class SignatureFetchError extends OcisnapError {}
 

@@ -32,13 +32,18 @@ import type { Digest, ImageReference } from '../oci/types.js';
 import { dirSignatureSource } from '../policy/dir-signatures.js';
 import { defaultPolicyPath, describeScope, loadPolicy, requirementsFor, type Policy } from '../policy/policy-json.js';
 import { defaultRegistriesDPath, loadRegistriesD, type RegistriesD } from '../policy/registries-d.js';
-import { registrySignatureSource, type ClosableSignatureSource } from '../policy/registry-signatures.js';
+import type { ClosableSignatureSource } from '../policy/registry-signatures.js';
 import { PolicyRejectedError, checkPolicy, imageDisplayName, noSignatures, type ImageToCheck, type VerificationResult } from '../policy/verify.js';
 import { imageDigests, type ImageRecord, type Store } from '../store/index.js';
-import { openConfiguredSource, type OpenedSource, type RegistryEndpoint, type SourceConfig } from './source-config.js';
+import type { OpenedSource, RegistryEndpoint, SourceConfig } from './source-config.js';
 import { readImageVerifications, type ImageVerification } from './verification-record.js';
 
 export type { ImageVerification } from './verification-record.js';
+
+// The registry client (undici) is loaded only when a check needs the network:
+// a policy that needs no signature is decided without it (deploy --no-pull).
+const openConfiguredSource: typeof import('./source-config.js').openConfiguredSource = async (...args) =>
+  (await import('./source-config.js')).openConfiguredSource(...args);
 
 export interface PolicyConfig {
   policy: Policy;
@@ -115,7 +120,13 @@ export async function policyImageOf(opened: OpenedSource, topDigest: Digest): Pr
   }
 }
 
-function registrySignatures(endpoint: RegistryEndpoint, digest: Digest, config: PolicyConfig, fetch: SignatureFetchConfig): ClosableSignatureSource {
+async function registrySignatures(
+  endpoint: RegistryEndpoint,
+  digest: Digest,
+  config: PolicyConfig,
+  fetch: SignatureFetchConfig,
+): Promise<ClosableSignatureSource> {
+  const { registrySignatureSource } = await import('../policy/registry-signatures.js');
   return registrySignatureSource({
     ref: { ...endpoint.reference, digest },
     manifestDigest: digest,
@@ -131,12 +142,12 @@ function registrySignatures(endpoint: RegistryEndpoint, digest: Digest, config: 
 }
 
 /** Where the signatures of an opened source are read from. */
-export function signatureSourceOf(
+export async function signatureSourceOf(
   opened: OpenedSource,
   topDigest: Digest,
   config: PolicyConfig,
   fetch: SignatureFetchConfig = {},
-): ClosableSignatureSource {
+): Promise<ClosableSignatureSource> {
   switch (opened.transport) {
     case 'docker':
       if (opened.endpoint === undefined) throw new OcisnapError(`${opened.source.name}: no registry endpoint to read signatures from`);
@@ -201,7 +212,7 @@ export async function verifyOpenedSource(
   config: PolicyConfig,
   fetch: SignatureFetchConfig = {},
 ): Promise<ImageVerification> {
-  return check(await policyImageOf(opened, topDigest), signatureSourceOf(opened, topDigest, config, fetch), config);
+  return check(await policyImageOf(opened, topDigest), await signatureSourceOf(opened, topDigest, config, fetch), config);
 }
 
 /** PullOptions.verify for an opened source: `pullImage(src, ref, store, { verify: pullVerifier(opened, config) })`. */
@@ -381,7 +392,7 @@ export async function verifyStoredImage(store: Store, image: ImageRecord, spec: 
     );
   }
   try {
-    const sigs = signatureSourceOf(opened, signedDigest, opts.config, sourceConfig);
+    const sigs = await signatureSourceOf(opened, signedDigest, opts.config, sourceConfig);
     return { ...(await check(toCheck, sigs, opts.config)), fromRecord: false };
   } finally {
     await opened.source.close();
