@@ -3,11 +3,11 @@
  * Corrupt or truncated input fails the stream with CorruptLayerDataError, so a
  * cut-off download never looks like a complete (shorter) layer.
  */
-import { PassThrough, type Transform } from 'node:stream';
+import { PassThrough, Transform, type TransformCallback } from 'node:stream';
 import { createGunzip } from 'node:zlib';
-import { DecompressStream } from 'zstd-napi';
 import { OcisnapError, UntrustedInputError, describeError } from '../errors.js';
 import type { Compression } from '../oci/mediatypes.js';
+import { sys, type ZstdContext } from '../sys/native.js';
 
 /** The compressed layer data is corrupt or truncated. */
 export class CorruptLayerDataError extends UntrustedInputError {}
@@ -29,12 +29,7 @@ export function decompressStream(compression: Compression): Transform {
       // when the input stops before the gzip trailer.
       return withClearErrors(createGunzip({ chunkSize: outputChunk }), 'gzip');
     case 'zstd':
-      // DecompressStream fails in flush when the input ends inside a frame.
-      // It decodes on the main thread. Measured on a 430 MiB layer: `zstd -dc`
-      // in a child process cost 0.4 s more CPU in all (pipe copies, 64 KiB
-      // reads); a worker thread 0.2 s more CPU and 40-50 MiB more peak RSS.
-      // Neither paid for the main-thread time it freed, so it stays here.
-      return withClearErrors(skipEmptyChunks(new DecompressStream()), 'zstd');
+      return withClearErrors(new ZstdDecompress(), 'zstd');
   }
 }
 
@@ -56,15 +51,103 @@ function withClearErrors(decoder: Transform, kind: string): Transform {
 }
 
 /**
- * zstd-napi 0.0.13 marks the stream "in a frame" after an empty input chunk
- * (the decoder's size hint is non-zero) and then fails a complete stream in
- * flush; empty chunks carry nothing, so drop them.
+ * Output blocks of 128 KiB; one native call fills up to 512 KiB of them.
+ * Twice that (256 KiB, 1 MiB) cost 10 MiB more peak RSS in a pull.
  */
-function skipEmptyChunks(t: Transform): Transform {
-  const transform = t._transform.bind(t);
-  t._transform = (chunk: Buffer, enc: BufferEncoding, cb: (error?: Error | null) => void) => {
+const zstdBlock = 128 * 1024;
+const zstdCallOutput = 512 * 1024;
+/** A block's rest smaller than this is dropped rather than pushed as a sliver. */
+const zstdMinTarget = 16 * 1024;
+
+/**
+ * zstd decoding on libuv's thread pool (native/zstd.c), so it overlaps with
+ * the main thread's tar parsing and file writes (2 cores). zstd-napi decoded
+ * on the main thread: 1.5-1.9 s of it for the benchmark image; a worker
+ * thread cost 0.2 s more CPU and 40-50 MiB more peak RSS, `zstd -dc` in a
+ * child 0.4 s more CPU. The native side fills Buffers allocated here, at
+ * most 512 KiB per call: a chunk that expands more (a zstd bomb) is decoded in
+ * steps that wait for the consumer.
+ */
+class ZstdDecompress extends Transform {
+  readonly #ctx: ZstdContext = sys.zstdCreate();
+  /** Room to decode into: the unwritten rest of the last block, then fresh blocks. */
+  #targets: Buffer[] = [];
+  /** The input so far ends at a frame boundary (true for no input: an empty layer stays empty). */
+  #frameEnded = true;
+  /** Outputs pushed right after the next step (the next call, or the chunk's callback) started. */
+  #pending: Buffer[] | null = null;
+  /** The rest of a chunk, decoded once the behind consumer has read (backpressure). */
+  #resume: (() => void) | null = null;
+
+  override _transform(chunk: Buffer, _enc: BufferEncoding, cb: TransformCallback): void {
     if (chunk.length === 0) cb();
-    else transform(chunk, enc, cb);
-  };
-  return t;
+    else this.#decode(chunk, cb);
+  }
+
+  #decode(input: Buffer, cb: TransformCallback): void {
+    let room = this.#targets.reduce((n, b) => n + b.length, 0);
+    for (; room < zstdCallOutput; room += zstdBlock) this.#targets.push(Buffer.allocUnsafeSlow(zstdBlock));
+    sys.zstdDecompress(this.#ctx, input, [...this.#targets], (err, written, consumed, more, frameEnded) => {
+      if (this.destroyed) return;
+      if (err) return cb(err);
+      this.#frameEnded = frameEnded;
+      const outputs = this.#take(written);
+      const chunkDone = !more && consumed === input.length;
+      const next = chunkDone ? () => cb() : () => this.#decode(input.subarray(consumed), cb);
+      if (this.readableLength < this.readableHighWaterMark) {
+        // The consumer keeps up: start the next step on the pool (the rest of
+        // this chunk, or the next chunk, which Transform hands over at once
+        // since nothing was pushed yet) before it works on these outputs.
+        this.#pending = outputs;
+        next();
+        this.#pushPending();
+      } else if (this.#pushAll(outputs) || chunkDone) {
+        // At a chunk's end Transform itself holds the next chunk until the consumer reads.
+        next();
+      } else {
+        this.#resume = next;
+      }
+    });
+  }
+
+  /** The first `written` bytes of the targets, as outputs; the targets keep the rest. */
+  #take(written: number): Buffer[] {
+    const outputs: Buffer[] = [];
+    while (written > 0) {
+      const t = this.#targets[0]!;
+      const n = Math.min(written, t.length);
+      outputs.push(n === t.length ? t : t.subarray(0, n));
+      written -= n;
+      if (n === t.length || t.length - n < zstdMinTarget) this.#targets.shift();
+      else this.#targets[0] = t.subarray(n);
+    }
+    return outputs;
+  }
+
+  override _read(size: number): void {
+    const resume = this.#resume;
+    if (resume) {
+      this.#resume = null;
+      resume();
+    } else super._read(size);
+  }
+
+  override _flush(cb: TransformCallback): void {
+    this.#pushPending();
+    this.#targets = [];
+    if (this.#frameEnded) cb();
+    else cb(new Error('the data ends inside a frame'));
+  }
+
+  #pushPending(): void {
+    const pending = this.#pending;
+    this.#pending = null;
+    if (pending && !this.destroyed) this.#pushAll(pending);
+  }
+
+  #pushAll(outputs: Buffer[]): boolean {
+    let ok = true;
+    for (const b of outputs) ok = this.push(b);
+    return ok;
+  }
 }
