@@ -40,7 +40,7 @@ typedef struct {
 
 static void zstd_finalize(napi_env env, void *data, void *hint) {
   zstd_ctx *ctx = data;
-  ZSTD_freeDStream(ctx->ds);
+  ZSTD_freeDStream(ctx->ds); // NULL after zstdFree: a no-op
   free(ctx);
 }
 
@@ -57,7 +57,23 @@ static zstd_ctx *get_zstd(napi_env env, napi_value v) {
     napi_throw_error(env, NULL, "zstd context is busy (a decompression is running)");
     return NULL;
   }
+  if (!ctx->ds) {
+    napi_throw_error(env, NULL, "zstd context was freed");
+    return NULL;
+  }
   return ctx;
+}
+
+// zstdFree(context): releases the decoder (its window buffer, megabytes) now,
+// rather than whenever the garbage collector finalizes the context.
+static napi_value js_zstd_free(napi_env env, napi_callback_info info) {
+  napi_value a[1];
+  if (!get_args(env, info, 1, a)) return NULL;
+  zstd_ctx *ctx = get_zstd(env, a[0]);
+  if (!ctx) return NULL;
+  ZSTD_freeDStream(ctx->ds);
+  ctx->ds = NULL;
+  return NULL;
 }
 
 // zstdCreate() -> context. libzstd's default window limit stays (ZSTD_d_windowLogMax
@@ -213,4 +229,5 @@ static napi_value js_zstd_decompress(napi_env env, napi_callback_info info) {
 void register_zstd(napi_env env, napi_value exports) {
   export_fn(env, exports, "zstdCreate", js_zstd_create);
   export_fn(env, exports, "zstdDecompress", js_zstd_decompress);
+  export_fn(env, exports, "zstdFree", js_zstd_free);
 }

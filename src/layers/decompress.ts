@@ -135,6 +135,8 @@ class ZstdDecompress extends Transform {
   override _flush(cb: TransformCallback): void {
     this.#pushPending();
     this.#targets = [];
+    // Megabytes of window buffer; a pull decodes one layer after another.
+    sys.zstdFree(this.#ctx);
     if (this.#frameEnded) cb();
     else cb(new Error('the data ends inside a frame'));
   }

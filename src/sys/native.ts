@@ -109,6 +109,8 @@ export interface NativeSys {
    * neither the input nor the targets may be touched until then.
    */
   zstdDecompress(ctx: ZstdContext, input: Uint8Array, targets: Uint8Array[], done: ZstdDone): void;
+  /** Frees the decoder now (not at garbage collection); the context is unusable after. Throws while busy. */
+  zstdFree(ctx: ZstdContext): void;
   /** BTRFS_IOC_SUBVOL_CREATE: a new subvolume `name` in directory `dir`. */
   btrfsSubvolCreate(dir: PathArg, name: PathArg): void;
   /** BTRFS_IOC_SNAP_CREATE_V2: snapshot of subvolume `source` as `dir`/`name`. */

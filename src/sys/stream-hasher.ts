@@ -15,10 +15,10 @@ type Sha256Digest = `sha256:${string}`;
 /**
  * Above this many bytes queued and not yet hashed, callers should wait for
  * ready(). Each pull runs a hasher per download and one for the tar being
- * applied; 4 MiB each (10 ms of hashing) keeps the pool busy and the peak RSS
- * down (16 MiB each added ~40 MiB to it).
+ * applied; 2 MiB each (5 ms of hashing) keeps the pool busy and the peak RSS
+ * down (16 MiB each added ~40 MiB to it, 4 MiB ~8 MiB).
  */
-const maxInFlight = 4 * 1024 * 1024;
+const maxInFlight = 2 * 1024 * 1024;
 /** A job starts once this much is queued (or at digest()): every job wakes a pool thread. */
 const minBatch = 1024 * 1024;
 

@@ -241,4 +241,14 @@ describe('native zstdDecompress', () => {
     expect(() => sys.zstdDecompress({} as never, frame, [out], () => {})).toThrow(/expected a zstd context/);
     expect(() => sys.zstdDecompress(ctx, frame, [], () => {})).toThrow(/1 to 16 Uint8Arrays/);
   });
+
+  it('frees a decoder on request, not while it runs, and refuses to use it after', async () => {
+    const ctx = sys.zstdCreate();
+    const running = nativeCall(ctx, frame, [Buffer.alloc(data.length)]);
+    expect(() => sys.zstdFree(ctx)).toThrow(/busy/);
+    expect((await running)[0]).toBeNull();
+    sys.zstdFree(ctx);
+    expect(() => sys.zstdDecompress(ctx, frame, [Buffer.alloc(10)], () => {})).toThrow(/freed/);
+    expect(() => sys.zstdFree(ctx)).toThrow(/freed/);
+  });
 });
