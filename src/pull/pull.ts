@@ -10,6 +10,7 @@
 import { createReadStream, createWriteStream } from 'node:fs';
 import { mkdir, rm } from 'node:fs/promises';
 import { join } from 'node:path';
+import type { Readable } from 'node:stream';
 import { pipeline } from 'node:stream/promises';
 import { describeError, DigestMismatchError, OcisnapError, UntrustedInputError } from '../errors.js';
 import { digestHex } from '../oci/digest.js';
@@ -17,7 +18,6 @@ import { layerCompressionOf, type Compression } from '../oci/mediatypes.js';
 import { formatReference } from '../oci/reference.js';
 import { hostPlatform } from '../oci/platform.js';
 import type { Descriptor, Digest, ImageReference, Platform } from '../oci/types.js';
-import type { Readable } from 'node:stream';
 import { applyLayer, decompressStream } from '../layers/index.js';
 import { resolveImage, type ImageSource, type ResolvedImage } from '../registry/source.js';
 import { layerIdsFor, TarSplitRecorder, type ImageRecord, type Store } from '../store/index.js';
