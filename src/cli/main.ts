@@ -1,9 +1,13 @@
-#!/usr/bin/env -S node --single-threaded-gc --max-semi-space-size=4
+#!/usr/bin/env -S node --single-threaded-gc --max-semi-space-size=4 --no-incremental-marking
+// Node flags for a pull on a small machine (bench/RESULTS.md, 2 cores):
 // --single-threaded-gc: V8's parallel GC helpers contend with the layer
-// pipeline's own threads on small machines; on 2 cores a cold pull took 25 %
-// less wall and 30 % less CPU without them. --max-semi-space-size=4: a young
-// generation of 4 MiB semi-spaces (not 16) cut the peak RSS of a cold pull by
-// about 20 MiB at no measurable cost (bench/RESULTS.md).
+//   pipeline's own threads; a cold pull took 25 % less wall and 30 % less CPU
+//   without them.
+// --max-semi-space-size=4: a young generation of 4 MiB semi-spaces (not 16)
+//   cut the peak RSS of a cold pull by about 20 MiB.
+// --no-incremental-marking: the layer buffers (about 1 GiB of ArrayBuffers per
+//   cold pull) start a full mark every 64 MiB; marking the small heap at once
+//   cost 0.25 s of main thread in a cold pull, incrementally 1.1 s.
 /**
  * The ocisnap command. Thin: parses arguments, calls the library, prints.
  * Every OcisnapError becomes one line on stderr and its exit status; any
