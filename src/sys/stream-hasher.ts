@@ -13,16 +13,22 @@ import { sys, type Sha256Context } from './native.js';
 type Sha256Digest = `sha256:${string}`;
 
 /**
- * Above this many bytes queued and not yet hashed, callers should wait for
- * ready(). Each pull runs a hasher per download and one for the tar being
- * applied; 2 MiB each (5 ms of hashing) keeps the pool busy and the peak RSS
- * down (16 MiB each added ~40 MiB to it, 4 MiB ~8 MiB).
+ * By default, above this many bytes queued and not yet hashed, callers should
+ * wait for ready(). Each pull runs a hasher per download and one for the tar
+ * being applied; 2 MiB each (5 ms of hashing) keeps the peak RSS down (16 MiB
+ * each added ~40 MiB to it, 4 MiB ~8 MiB).
  */
-const maxInFlight = 2 * 1024 * 1024;
+const defaultMaxInFlight = 2 * 1024 * 1024;
 /** A job starts once this much is queued (or at digest()): every job wakes a pool thread. */
 const minBatch = 1024 * 1024;
 
 export class StreamHasher {
+  /**
+   * @param maxInFlight bytes queued before `saturated`: more lets the producer
+   * run further ahead of a hasher whose next job waits for a busy main thread.
+   */
+  constructor(private readonly maxInFlight = defaultMaxInFlight) {}
+
   private readonly ctx: Sha256Context = sys.sha256Create();
   /** Chunks waiting for the next job: all of them go in one job. */
   private queue: Uint8Array[] = [];
@@ -50,12 +56,12 @@ export class StreamHasher {
 
   /** True when enough bytes are queued that the producer should wait for ready(). */
   get saturated(): boolean {
-    return this.inFlight > maxInFlight;
+    return this.inFlight > this.maxInFlight;
   }
 
   /** Resolves once the queue is below the bound (at once if it is). */
   async ready(): Promise<void> {
-    while (this.inFlight > maxInFlight / 2 && !this.failure) {
+    while (this.inFlight > this.maxInFlight / 2 && !this.failure) {
       await new Promise<void>((resolve) => this.waiters.push(resolve));
     }
     if (this.failure) throw this.failure;
@@ -93,7 +99,7 @@ export class StreamHasher {
         this.wake();
         return;
       }
-      if (this.inFlight <= maxInFlight / 2) this.wake();
+      if (this.inFlight <= this.maxInFlight / 2) this.wake();
       if (this.queued >= minBatch || this.flushing) this.next();
       else this.running = false;
     });
