@@ -1,4 +1,5 @@
 /** The command-line grammar of ocisnap (commander), mapped onto the library. */
+import { readFileSync } from 'node:fs';
 import { Command, Option } from 'commander';
 import { UsageError } from '../errors.js';
 import { defaultPolicyPath, defaultRegistriesDPath } from '../policy/defaults.js';
@@ -26,9 +27,16 @@ function storageRootOf(cmd: Command): string {
   return pathsOf(cmd).storageRoot;
 }
 
+/** The version in package.json, which ships beside dist/ (Containerfile, scripts/demo.sh). */
+function packageVersion(): string {
+  const pkg: unknown = JSON.parse(readFileSync(new URL('../../package.json', import.meta.url), 'utf8'));
+  return typeof pkg === 'object' && pkg !== null && 'version' in pkg && typeof pkg.version === 'string' ? pkg.version : 'unknown';
+}
+
 export function buildProgram(): Command {
   const program = new Command('ocisnap')
     .description('Turn OCI images into bootable btrfs snapshots')
+    .version(packageVersion(), '-V, --version', 'print the version of ocisnap')
     .addOption(
       new Option('--storage-root <dir>', `layer store (containers/storage btrfs layout; default SYSROOT/var/lib/ocisnap/storage, ${defaultStorageRoot} for /)`).env(
         'OCISNAP_STORAGE_ROOT',

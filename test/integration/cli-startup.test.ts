@@ -6,7 +6,7 @@
  * update pull. This watches which modules a run loads, through a module
  * loader hook, rather than timing anything.
  */
-import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+import { mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { pathToFileURL } from 'node:url';
@@ -58,6 +58,14 @@ describe('CLI startup', () => {
     const r = await loadedBy(['--storage-root', join(fs.mountpoint, 'store'), 'images']);
     expect(r.exitCode).toBe(0);
     expect(r.modules.some((m) => m.endsWith('dist/store/store.js'))).toBe(true);
+    for (const re of heavy) expect(r.modules.filter((m) => re.test(m))).toEqual([]);
+  });
+
+  it('`ocisnap --version` prints the version of package.json, loading no command', async () => {
+    const pkg = JSON.parse(readFileSync(join(cliPath, '..', '..', '..', 'package.json'), 'utf8')) as { version: string };
+    const r = await loadedBy(['--version']);
+    expect(r.exitCode).toBe(0);
+    expect(r.stdout).toBe(pkg.version);
     for (const re of heavy) expect(r.modules.filter((m) => re.test(m))).toEqual([]);
   });
 
