@@ -3,6 +3,7 @@
 // Callers (src/sys/native.ts) give them types and meaning.
 #define _GNU_SOURCE
 #include <errno.h>
+#include <malloc.h>
 #include <stdbool.h>
 #include <fcntl.h>
 #include <linux/openat2.h>
@@ -514,6 +515,24 @@ static napi_value js_sha256_digest(napi_env env, napi_callback_info info) {
   return out;
 }
 
+// setMmapThreshold(bytes) -> boolean: glibc mallopt(M_MMAP_THRESHOLD). Blocks
+// at least this large are mmapped and go back to the kernel when freed;
+// otherwise glibc raises the threshold after the first such free and serves
+// them from the heap, which keeps the freed layer buffers of a pull resident.
+static napi_value js_set_mmap_threshold(napi_env env, napi_callback_info info) {
+  napi_value a[1];
+  if (!get_args(env, info, 1, a)) return NULL;
+  int64_t n;
+  if (!get_i64(env, a[0], &n)) return NULL;
+  if (n < 0 || n > 32 * 1024 * 1024) {
+    napi_throw_range_error(env, NULL, "mmap threshold out of range (0 to 32 MiB)");
+    return NULL;
+  }
+  napi_value out;
+  napi_get_boolean(env, mallopt(M_MMAP_THRESHOLD, (int)n) == 1, &out);
+  return out;
+}
+
 static napi_value init(napi_env env, napi_value exports) {
   export_fn(env, exports, "openat2", js_openat2);
   export_fn(env, exports, "mknodat", js_mknodat);
@@ -533,6 +552,7 @@ static napi_value init(napi_env env, napi_value exports) {
   export_fn(env, exports, "sha256Create", js_sha256_create);
   export_fn(env, exports, "sha256Update", js_sha256_update);
   export_fn(env, exports, "sha256Digest", js_sha256_digest);
+  export_fn(env, exports, "setMmapThreshold", js_set_mmap_threshold);
   napi_value c;
   napi_create_object(env, &c);
   export_int(env, c, "RESOLVE_NO_XDEV", RESOLVE_NO_XDEV);

@@ -12,6 +12,7 @@ import { Command, CommanderError, Option } from 'commander';
 import * as cs from '../container-snap/commands.js';
 import { sysrootPaths } from '../deploy/sysroot.js';
 import { describeError, OcisnapError } from '../errors.js';
+import { tuneMemoryFor } from './memory.js';
 
 const name = 'container-snap';
 
@@ -25,6 +26,7 @@ export function buildContainerSnapProgram(): Command {
     .addOption(new Option('--sysroot <dir>', 'act on this mounted btrfs filesystem instead of /').env('OCISNAP_SYSROOT').default('/'))
     .addOption(new Option('-v, --verbose', 'set verbosity level (-v, -vv, ...); accepted for compatibility').argParser((_v, prev: number | undefined) => (prev ?? 0) + 1))
     .exitOverride()
+    .hook('preAction', (_root, action) => tuneMemoryFor(action.name()))
     .configureOutput({ writeErr: (s) => process.stderr.write(s.startsWith('error:') ? `${name}: ${s}` : s) });
 
   const ctx = (): cs.Context => ({

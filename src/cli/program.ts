@@ -7,6 +7,7 @@ import { parsePlatform } from '../oci/platform.js';
 import { addSysrootOption, pathsOf, registerDeployCommands } from './deploy-commands.js';
 import { registerHealthCommands } from './health-commands.js';
 import { createRenderer, parseProgressMode } from './progress.js';
+import { tuneMemoryFor } from './memory.js';
 
 // What a command does is imported when it runs: every command loading every
 // module (the registry client, the policy engines, deploy, health) cost a
@@ -44,6 +45,7 @@ export function buildProgram(): Command {
     )
     .option('--debug', 'print stack traces of internal errors')
     .exitOverride()
+    .hook('preAction', (_root, action) => tuneMemoryFor(action.name()))
     .configureOutput({ writeErr: (s) => process.stderr.write(s.startsWith('error:') ? `ocisnap: ${s}` : s) });
   addSysrootOption(program);
 

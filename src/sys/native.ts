@@ -93,6 +93,12 @@ export interface NativeSys {
   crc64(state: Buffer, data: Uint8Array): void;
   sha256Create(): Sha256Context;
   /**
+   * glibc mallopt(M_MMAP_THRESHOLD, bytes): allocations this large are
+   * mmapped, so freeing them returns the memory to the kernel. False when
+   * glibc refused. Process-wide: for the program, not for a library.
+   */
+  setMmapThreshold(bytes: number): boolean;
+  /**
    * Hashes `chunks`, in order, on libuv's thread pool, then calls `done`. One
    * update per context at a time (another call, or sha256Digest, throws until
    * `done`); neither the array nor the chunks may change until then.

@@ -51,6 +51,12 @@ describe('native addon', () => {
     expect(() => sys.crc64(Buffer.alloc(4), Buffer.from('x'))).toThrow(/8 bytes/);
   });
 
+  it('sets glibc mmap threshold within bounds only', () => {
+    expect(sys.setMmapThreshold(128 * 1024)).toBe(true);
+    expect(() => sys.setMmapThreshold(-1)).toThrow(RangeError);
+    expect(() => sys.setMmapThreshold(64 * 1024 * 1024)).toThrow(/out of range/);
+  });
+
   it('hashes sha256 batches asynchronously, one update at a time', async () => {
     const ctx = sys.sha256Create();
     const parts = [Buffer.from('ab'), new Uint8Array(0), Buffer.from('c')];
