@@ -35,7 +35,7 @@ const repo = resolve(dirname(fileURLToPath(import.meta.url)), '../../..');
 // run.sh copies the build here before measuring, so a rebuild of the working
 // tree during the run cannot mix two versions of ocisnap in one report.
 const ocisnapDir = process.env.BENCH_OCISNAP_DIR ?? join(repo, 'bench/work/ocisnap');
-const cli = join(ocisnapDir, 'dist/cli/main.js');
+const cli = join(ocisnapDir, 'dist/bin/main.js');
 /**
  * The node flags of ocisnap's shebang (`#!/usr/bin/env -S node FLAGS`): ocisnap
  * runs with them as installed, and the Node limit runs with the same.

@@ -20,7 +20,7 @@ npm run --silent build
 demo=${OCISNAP_DEMO_DIR:-/var/tmp/ocisnap-demo}
 mnt="$demo/mnt"
 mkdir -p "$demo/cache"
-ocisnap() { dist/cli/main.js --sysroot "$mnt" "$@"; }
+ocisnap() { dist/bin/main.js --sysroot "$mnt" "$@"; }
 
 # 1. The btrfs filesystem: top level = the sysroot ocisnap acts on.
 if ! mountpoint -q "$mnt"; then

@@ -24,14 +24,26 @@ writeFileSync(hooks, 'export async function load(url, context, next) { process.s
 const register = join(dir, 'register.mjs');
 writeFileSync(register, `import { register } from 'node:module';\nregister(${JSON.stringify(pathToFileURL(hooks).href)});\n`);
 
-/** The modules (file URLs, relative to the repository) a run of the CLI loads, and its output. */
-async function loadedBy(args: string[]): Promise<{ modules: string[]; stdout: string; exitCode: number | undefined }> {
-  const r = await execa('node', ['--import', register, cliPath, ...args], { reject: false, stdin: 'ignore' });
-  const repo = pathToFileURL(join(cliPath, '..', '..', '..')).href;
-  const modules = r.stderr
+const repoRoot = join(cliPath, '..', '..', '..');
+/** tsc's output, module by module: what the bundle's chunks are cut along. */
+const modulesEntry = join(repoRoot, 'dist', 'cli', 'main.js');
+
+/**
+ * The modules (paths relative to the repository) a run of the CLI loads, and
+ * its output. For the bundle (dist/bin, scripts/bundle.mjs), a loaded chunk
+ * stands for the modules esbuild put in it, which it names in comments
+ * ("// dist/registry/distribution.js").
+ */
+async function loadedBy(entry: string, args: string[]): Promise<{ modules: string[]; stdout: string; exitCode: number | undefined }> {
+  const r = await execa('node', ['--import', register, entry, ...args], { reject: false, stdin: 'ignore' });
+  const repo = pathToFileURL(repoRoot).href;
+  const files = r.stderr
     .split('\n')
     .filter((l) => l.startsWith('LOADED file://'))
     .map((l) => l.slice('LOADED '.length).replace(`${repo}/`, ''));
+  const modules = files.flatMap((f) =>
+    f.startsWith('dist/bin/') ? [f, ...(readFileSync(join(repoRoot, f), 'utf8').match(/^\/\/ (?:dist|node_modules)\/\S+$/gm) ?? []).map((c) => c.slice(3))] : [f],
+  );
   return { modules, stdout: r.stdout, exitCode: r.exitCode };
 }
 
@@ -46,24 +58,29 @@ describe('CLI startup', () => {
     await fs?.dispose();
   });
 
-  it('`ocisnap --help` loads none of the command implementations', async () => {
-    const r = await loadedBy(['--help']);
+  const builds = [
+    ['tsc output', modulesEntry],
+    ['bundle', cliPath],
+  ] as const;
+
+  it.each(builds)('`ocisnap --help` loads none of the command implementations (%s)', async (_build, entry) => {
+    const r = await loadedBy(entry, ['--help']);
     expect(r.exitCode).toBe(0);
     expect(r.stdout).toContain('pull');
     expect(r.modules.some((m) => m.endsWith('dist/cli/program.js'))).toBe(true);
     for (const re of heavy) expect(r.modules.filter((m) => re.test(m))).toEqual([]);
   });
 
-  it('`ocisnap images` opens the store without the registry client, execa, deploy or health', async () => {
-    const r = await loadedBy(['--storage-root', join(fs.mountpoint, 'store'), 'images']);
+  it.each(builds)('`ocisnap images` opens the store without the registry client, execa, deploy or health (%s)', async (_build, entry) => {
+    const r = await loadedBy(entry, ['--storage-root', join(fs.mountpoint, 'store'), 'images']);
     expect(r.exitCode).toBe(0);
     expect(r.modules.some((m) => m.endsWith('dist/store/store.js'))).toBe(true);
     for (const re of heavy) expect(r.modules.filter((m) => re.test(m))).toEqual([]);
   });
 
   it('`ocisnap --version` prints the version of package.json, loading no command', async () => {
-    const pkg = JSON.parse(readFileSync(join(cliPath, '..', '..', '..', 'package.json'), 'utf8')) as { version: string };
-    const r = await loadedBy(['--version']);
+    const pkg = JSON.parse(readFileSync(join(repoRoot, 'package.json'), 'utf8')) as { version: string };
+    const r = await loadedBy(cliPath, ['--version']);
     expect(r.exitCode).toBe(0);
     expect(r.stdout).toBe(pkg.version);
     for (const re of heavy) expect(r.modules.filter((m) => re.test(m))).toEqual([]);

@@ -17,7 +17,7 @@ import { snapshotPath } from '../../src/deploy/sysroot.js';
 import type { BuiltImage } from '../support/image-factory.js';
 import { buildOsImage, defaultId, makeSysroot, makeWorkDir, removeDir, repoRoot, subvolumeId, type TestSysroot } from './deploy-support.js';
 
-const bin = join(repoRoot, 'dist/cli/container-snap-main.js');
+const bin = join(repoRoot, 'dist/bin/container-snap-main.js');
 const config = `ocisnapcs${randomBytes(3).toString('hex')}`;
 let sys: TestSysroot;
 let work: string;

@@ -16,7 +16,7 @@ import { createBtrfs, type BtrfsFixture } from '../support/btrfs.js';
 import { buildImage, type BuiltImage, type LayerEntry } from '../support/image-factory.js';
 
 export const repoRoot = new URL('../..', import.meta.url).pathname;
-export const cliPath = join(repoRoot, 'dist/cli/main.js');
+export const cliPath = join(repoRoot, 'dist/bin/main.js');
 
 export interface TestSysroot {
   fs: BtrfsFixture;

@@ -24,7 +24,7 @@ export const STAGE = 'build/image-stage';
 /** Copies what the image's /usr/lib/ocisnap needs into REPO/STAGE; returns its path. */
 export async function stageOcisnap(): Promise<string> {
   const stage = join(REPO, STAGE);
-  for (const need of ['dist/cli/main.js', 'build/Release/ocisnap_sys.node']) {
+  for (const need of ['dist/bin/main.js', 'build/Release/ocisnap_sys.node']) {
     await stat(join(REPO, need)).catch(() => {
       throw new Error(`${need} is missing: run 'npm run build' and 'npm run build:native' first`);
     });
