@@ -36,6 +36,8 @@ const repo = resolve(dirname(fileURLToPath(import.meta.url)), '../../..');
 // tree during the run cannot mix two versions of ocisnap in one report.
 const ocisnapDir = process.env.BENCH_OCISNAP_DIR ?? join(repo, 'bench/work/ocisnap');
 const cli = join(ocisnapDir, 'dist/bin/main.js');
+/** The same code module by module (tsc's output): profiles then name source files, not bundle chunks. */
+const cliModules = join(ocisnapDir, 'dist/cli/main.js');
 /**
  * The node flags of ocisnap's shebang (`#!/usr/bin/env -S node FLAGS`): ocisnap
  * runs with them as installed, and the Node limit runs with the same.
@@ -278,7 +280,7 @@ async function profileOcisnap(ctx: Ctx): Promise<string> {
     try {
       for (const v of ['1', '2'] as const) {
         const pdir = join(dir, `${c}-${v}`);
-        const argv = ['node', ...nodeFlags, '--cpu-prof', `--cpu-prof-dir=${pdir}`, cli, '--storage-root', join(w, 'storage'), 'pull', '--tls-verify=false', '--progress', 'none', ref(ctx, v, c)];
+        const argv = ['node', ...nodeFlags, '--cpu-prof', `--cpu-prof-dir=${pdir}`, cliModules, '--storage-root', join(w, 'storage'), 'pull', '--tls-verify=false', '--progress', 'none', ref(ctx, v, c)];
         dropCaches(ctx.s.dropCaches);
         const sample = await measure(`profile ${c} ${v}`, argv);
         out.push(profileSection(`ocisnap ${v === '1' ? 'cold' : 'update'} pull, ${c}`, pdir, sample));
@@ -289,6 +291,7 @@ async function profileOcisnap(ctx: Ctx): Promise<string> {
         const pdir = join(dir, `${c}-deploy`);
         const argv = deployArgv(ctx, w, '2', c);
         argv.splice(1, 0, '--cpu-prof', `--cpu-prof-dir=${pdir}`);
+        argv[argv.indexOf(cli)] = cliModules;
         dropCaches(ctx.s.dropCaches);
         out.push(profileSection(`ocisnap deploy, ${c}`, pdir, await measure(`profile deploy ${c}`, argv)));
       }

@@ -2,9 +2,9 @@
  * Commands that move layers allocate about 1 GiB of 128 KiB–1 MiB buffers in
  * a cold pull (downloads, decompressed tar). By default glibc serves such
  * blocks from its heap once one has been freed, and keeps freed heap memory
- * resident: a cold pull peaked at 144–159 MiB RSS. With every block of
- * 128 KiB or more mmapped, freeing it returns it to the kernel: 129–137 MiB,
- * at no measurable cost in time (bench/RESULTS.md).
+ * resident. With every block of 128 KiB or more mmapped, freeing it returns
+ * it to the kernel: cold pulls of the benchmark's image peaked at 126–146 MiB
+ * RSS instead of 144–159 MiB, with no difference in time beyond the noise.
  */
 const layerBufferCommands = new Set(['pull', 'load', 'deploy', 'switch', 'upgrade']);
 
