@@ -1,4 +1,4 @@
-// Bundles the commands (tsc's dist/cli/*-main.js and what they import,
+// Bundles the commands (tsc's dist/cli/*-main.js, dist/tukit/main.js and what they import,
 // npm packages included) into dist/bin/, which is what package.json's bin,
 // the example image and the benchmark run. Loading ~100 of our modules and
 // ~100 of undici's one by one cost 0.12-0.17 s of every run (an update pull
@@ -12,7 +12,8 @@
 import { chmod, rm } from 'node:fs/promises';
 import { build } from 'esbuild';
 
-const entries = ['dist/cli/main.js', 'dist/cli/container-snap-main.js'];
+// dist/bin/NAME.js from each: the two commands and the tukit plugin's entry.
+const entries = { main: 'dist/cli/main.js', 'container-snap-main': 'dist/cli/container-snap-main.js', 'tukit-main': 'dist/tukit/main.js' };
 
 // Chunk names carry content hashes: start empty so old chunks do not pile up.
 await rm('dist/bin', { recursive: true, force: true });
@@ -29,4 +30,4 @@ await build({
   banner: { js: "import { createRequire as __ocisnapCreateRequire } from 'node:module'; const require = __ocisnapCreateRequire(import.meta.url);" },
   logLevel: 'warning',
 });
-for (const entry of entries) await chmod(entry.replace('dist/cli/', 'dist/bin/'), 0o755);
+for (const name of Object.keys(entries)) await chmod(`dist/bin/${name}.js`, 0o755);

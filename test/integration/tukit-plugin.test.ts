@@ -31,7 +31,7 @@ let v3: BuiltImage;
 let logFile: string;
 
 beforeAll(async () => {
-  if (!existsSync(join(repoRoot, 'dist/tukit/main.js'))) throw new Error("dist/tukit/main.js is missing: run 'npm run build'");
+  if (!existsSync(join(repoRoot, 'dist/bin/tukit-main.js'))) throw new Error("dist/bin/tukit-main.js is missing: run 'npm run build'");
   sys = await makeSysroot({ snapperConfig: config });
   work = await makeWorkDir();
   layout = join(work, 'layout');
