@@ -1,10 +1,10 @@
 // Bundles the commands (tsc's dist/cli/*-main.js, dist/tukit/main.js and
 // what they import, npm packages included) into dist/bin/, which is what
 // package.json's bin, the example image, the tukit plugin and the benchmark
-// run. Loading ~100 of our modules and
-// ~100 of undici's one by one cost 0.12-0.17 s of every run (an update pull
-// took 0.92 s, bundled 0.76 s). The lazy imports of src/cli stay lazy:
-// each becomes a chunk loaded when its command runs.
+// run. Loading ~100 of our modules and ~100 of undici's one by one cost
+// 0.12-0.17 s of every run (an update pull took 0.92 s, bundled 0.76 s).
+// The lazy imports of src/cli stay lazy: each becomes a chunk loaded when
+// its command runs.
 //
 // dist/bin is two levels below the package root, like dist/cli, so the
 // paths the code resolves from import.meta.url (the native addon,
