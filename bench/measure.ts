@@ -32,13 +32,28 @@ export function dropCaches(enabled: boolean): void {
   if (enabled) writeFileSync('/proc/sys/vm/drop_caches', '3\n');
 }
 
+/**
+ * The environment every measured command gets: only what a system service
+ * (a systemd unit, a timer) would have. The caller's shell may carry settings
+ * that cost one tool and not another: NODE_EXTRA_CA_CERTS, for one, makes node
+ * parse a whole CA bundle at every start (0.07-0.12 s here), which a Go binary
+ * never reads unless it speaks TLS.
+ */
+export function serviceEnv(from: NodeJS.ProcessEnv = process.env): NodeJS.ProcessEnv {
+  return {
+    PATH: from.PATH ?? '/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin',
+    HOME: from.HOME ?? '/root',
+    LANG: 'C.UTF-8',
+  };
+}
+
 export async function measure(what: string, argv: string[], opts: { env?: NodeJS.ProcessEnv } = {}): Promise<Sample> {
   const out = join(scratch, 'time.txt');
   rmSync(out, { force: true });
   const r = await execa('/usr/bin/time', ['-f', '%e %U %S %M', '-o', out, ...argv], {
     reject: false,
     all: true,
-    env: opts.env ?? process.env,
+    env: opts.env ?? serviceEnv(),
     extendEnv: false,
   });
   if (r.exitCode !== 0) {
