@@ -3,6 +3,7 @@
  * milestone in plain mode (logs), or one JSON object per event (programs).
  */
 import type { PullEvent, ProgressSink } from '../pull/progress.js';
+import { isoTime } from '../iso-time.js';
 
 export type ProgressMode = 'auto' | 'tty' | 'plain' | 'json' | 'none';
 
@@ -21,7 +22,7 @@ export function createRenderer(mode: ProgressMode, out: NodeJS.WriteStream = pro
   const effective = mode === 'auto' ? (out.isTTY ? 'tty' : 'plain') : mode;
   switch (effective) {
     case 'json':
-      return { sink: (e) => out.write(`${JSON.stringify({ time: new Date().toISOString(), ...e })}\n`), finish() {} };
+      return { sink: (e) => out.write(`${JSON.stringify({ time: isoTime(), ...e })}\n`), finish() {} };
     case 'plain':
       return { sink: plainSink(out), finish() {} };
     case 'tty':

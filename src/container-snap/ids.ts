@@ -12,6 +12,7 @@
  * made with snapper) is named by its bare number `N`.
  */
 import { UsageError } from '../errors.js';
+import { isoTime } from '../iso-time.js';
 
 export type SnapshotRef =
   /** The image itself (container-snap's snapshot number 0): its top layer in the store. */
@@ -50,7 +51,7 @@ export function formatGoTime(iso: string | undefined): string {
   let date = m[1]!;
   let time = m[2]!;
   if (m[4] !== 'Z') {
-    const utc = new Date(`${m[1]}T${m[2]}${m[4]}`).toISOString();
+    const utc = isoTime(new Date(`${m[1]}T${m[2]}${m[4]}`));
     date = utc.slice(0, 10);
     time = utc.slice(11, 19);
   }

@@ -90,6 +90,7 @@ import {
   type StateLockOptions,
 } from './state.js';
 import { bootedSubvolume, checkSysroot, defaultSubvolume, pathInSysroot, snapshotPath, type SysrootPaths } from './sysroot.js';
+import { isoTime } from '../iso-time.js';
 
 /** Extra userdata ocisnap writes besides OCISNAP_USERDATA: the store's image ID, so an interrupted deploy can be finished. */
 export const IMAGE_ID_USERDATA = 'ocisnap.image-id';
@@ -232,7 +233,7 @@ export function deploymentVerificationOf(v: ImageVerification & { fromRecord?: b
   const out: DeploymentVerification = {
     requirement: v.requirement,
     scope: v.scope,
-    at: (Number.isNaN(time) ? now : new Date(time)).toISOString(),
+    at: isoTime(Number.isNaN(time) ? now : new Date(time)),
   };
   if (v.keyId !== undefined && v.keyId !== '') out.keyId = v.keyId;
   if (v.fromRecord === true) out.fromRecord = true;

@@ -22,6 +22,7 @@ import { chmod, lstat, mkdir, open, readdir, rmdir, unlink } from 'node:fs/promi
 import { join } from 'node:path';
 import { OcisnapError, describeError } from '../errors.js';
 import { syncDir, unlinkDurable, writeFileAtomic } from '../sys/atomic-file.js';
+import { isoTime } from '../iso-time.js';
 
 export type SnapshotType = 'single' | 'pre' | 'post';
 
@@ -191,7 +192,7 @@ function formatDate(date: Date, what: string): string {
   const t = date.getTime();
   if (!Number.isFinite(t)) throw new SnapshotMetadataError(`${what}: invalid date`);
   const year = date.getUTCFullYear();
-  if (year < 1970 || year > 9999) throw new SnapshotMetadataError(`${what}: date out of range: ${date.toISOString()}`);
+  if (year < 1970 || year > 9999) throw new SnapshotMetadataError(`${what}: date out of range: ${isoTime(date)}`);
   const p = (n: number): string => String(n).padStart(2, '0');
   return (
     `${year}-${p(date.getUTCMonth() + 1)}-${p(date.getUTCDate())} ` +

@@ -24,6 +24,7 @@ import { isDigest } from '../oci/digest.js';
 import type { Digest } from '../oci/types.js';
 import { LockFile, LockTimeoutError } from '../store/lockfile.js';
 import { writeFileAtomic } from '../sys/atomic-file.js';
+import { isoTime } from '../iso-time.js';
 
 /**
  * - pending: deployed, on trial until a boot of it passes the health checks;
@@ -420,7 +421,7 @@ export interface Judgement {
 }
 
 function verdictOf(j: Judgement): Verdict {
-  const v: Verdict = { at: (j.now ?? new Date()).toISOString(), by: j.by };
+  const v: Verdict = { at: isoTime(j.now ?? new Date()), by: j.by };
   if (j.reason !== undefined) v.reason = j.reason;
   return v;
 }
@@ -471,7 +472,7 @@ function insertDeployment(state: State, d: NewDeployment, opts: { tries?: number
   const old = pendingDeployment(state);
   let next = state;
   if (old) next = supersede(next, old.snapshot, { by: 'deploy', reason: `replaced by snapshot ${d.snapshot} before its trial ended`, now });
-  const deployment: Deployment = { ...d, createdAt: now.toISOString(), status: 'pending', triesLeft: tries };
+  const deployment: Deployment = { ...d, createdAt: isoTime(now), status: 'pending', triesLeft: tries };
   next = {
     ...next,
     deployments: [...next.deployments, deployment].sort((a, b) => a.snapshot - b.snapshot),
@@ -501,7 +502,7 @@ export function beginDeploy(
   if (snapshot <= state.highestSnapshot) {
     throw new StateTransitionError(`snapshot number ${snapshot} is not above ${state.highestSnapshot}, the highest ocisnap has used`);
   }
-  const inProgress: DeployInProgress = { snapshot, image, startedAt: now.toISOString() };
+  const inProgress: DeployInProgress = { snapshot, image, startedAt: isoTime(now) };
   if (opts.verification !== undefined) inProgress.verification = opts.verification;
   return { ...state, highestSnapshot: snapshot, inProgress };
 }
@@ -583,7 +584,7 @@ export function recordRollback(state: State, e: RollbackEvent): State {
   if (!isSnapshotNumber(e.to)) throw new StateTransitionError(`rollback target ${e.to} is not a snapshot number`);
   if (e.from !== undefined && !isSnapshotNumber(e.from)) throw new StateTransitionError(`rollback source ${e.from} is not a snapshot number`);
   if (!rollbackBys.includes(e.by)) throw new StateTransitionError(`rollback by "${e.by}": not one of ${rollbackBys.join(', ')}`);
-  const record: RollbackRecord = { to: e.to, at: (e.now ?? new Date()).toISOString(), by: e.by };
+  const record: RollbackRecord = { to: e.to, at: isoTime(e.now ?? new Date()), by: e.by };
   if (e.from !== undefined) record.from = e.from;
   if (e.reason !== undefined) record.reason = e.reason;
   return { ...state, lastRollback: record };
@@ -617,7 +618,9 @@ export function removeDeployment(state: State, snapshot: number, opts: { force?:
 /** The good deployment judged most recently (by verdict time, then number). */
 function newestGood(state: State): number | undefined {
   const good = state.deployments.filter((d) => d.status === 'good');
-  good.sort((a, b) => (a.verdict?.at ?? '').localeCompare(b.verdict?.at ?? '') || a.snapshot - b.snapshot);
+  // ISO 8601 UTC times order as strings; code-unit order, not localeCompare (which loads ICU's collator).
+  const at = (d: Deployment): string => d.verdict?.at ?? '';
+  good.sort((a, b) => (at(a) < at(b) ? -1 : at(a) > at(b) ? 1 : a.snapshot - b.snapshot));
   return good.at(-1)?.snapshot;
 }
 

@@ -17,6 +17,7 @@ import { lastGoodDeployment, pendingDeployment, readState } from './state.js';
 import { listSnapshots, OCISNAP_USERDATA, type SnapshotType } from './snapper.js';
 import { IMAGE_ID_USERDATA } from './deploy.js';
 import { bootedSubvolume, checkSysroot, defaultSubvolume, snapshotPath, type SysrootPaths } from './sysroot.js';
+import { isoTime } from '../iso-time.js';
 
 export const STATUS_SCHEMA_VERSION = 1;
 
@@ -122,7 +123,7 @@ export async function systemStatus(paths: SysrootPaths): Promise<SystemStatus> {
     snapshots.push({
       number: info.num,
       type: info.type,
-      date: info.date.toISOString(),
+      date: isoTime(info.date),
       description: info.description ?? null,
       deployment: d !== undefined,
       image: d?.image ?? info.userdata[OCISNAP_USERDATA.image] ?? null,

@@ -50,6 +50,7 @@ import { GRUB_VARS, grubSettledVars, readGrubenv, findGrubenv, updateGrubenv } f
 import type { HealthLog } from './log.js';
 import { currentBootId, writeHealthRecord, type BootCountReport, type HealthReport } from './report.js';
 import { describeRun, findScripts, runWithTimeout, succeeded, type ScriptDirs, type ScriptKind } from './scripts.js';
+import { isoTime } from '../iso-time.js';
 
 export class HealthError extends OcisnapError {}
 
@@ -230,7 +231,7 @@ export async function runHealthCheck(opts: HealthRunOptions): Promise<HealthChec
   const good = checks.every((c) => c.passed || !c.required);
   const reason = good ? null : failedReason(checks);
   const report: HealthReport = {
-    at: new Date().toISOString(),
+    at: isoTime(),
     bootId: await currentBootId(paths.running),
     snapshot: boot.snapshot ?? null,
     trial,
@@ -322,7 +323,7 @@ export async function countBoot(opts: BootCountOptions): Promise<BootCountResult
   if (opts.cmdline !== undefined) bootOpts.cmdline = opts.cmdline;
   const boot = await identifyBoot(paths, bootOpts);
   const report: BootCountReport = {
-    at: new Date().toISOString(),
+    at: isoTime(),
     bootId: await currentBootId(paths.running),
     snapshot: boot.snapshot ?? null,
     trial: null,

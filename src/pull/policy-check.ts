@@ -37,6 +37,7 @@ import { PolicyRejectedError, checkPolicy, imageDisplayName, noSignatures, type 
 import { imageDigests, type ImageRecord, type Store } from '../store/index.js';
 import type { OpenedSource, RegistryEndpoint, SourceConfig } from './source-config.js';
 import { readImageVerifications, type ImageVerification } from './verification-record.js';
+import { isoTime } from '../iso-time.js';
 
 export type { ImageVerification } from './verification-record.js';
 
@@ -171,7 +172,7 @@ function verificationOf(image: ImageToCheck, r: VerificationResult, config: Poli
     details: r.details,
     policy: config.policy.source,
     policyFingerprint: config.fingerprint,
-    time: new Date().toISOString(),
+    time: isoTime(),
   };
 }
 

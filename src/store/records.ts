@@ -5,6 +5,7 @@
  * other field as it was, so records written by podman round-trip unchanged.
  */
 import { OcisnapError } from '../errors.js';
+import { isoTime } from '../iso-time.js';
 
 /** pkg/archive Compression values as stored in `compression`. */
 export const compressionCode = { none: 0, bzip2: 1, gzip: 2, xz: 3, zstd: 4 } as const;
@@ -227,7 +228,7 @@ export function imageDigests(image: ImageRecord): string[] {
 
 /** Go's RFC 3339 form of a time (encoding/json of time.Time), in UTC. */
 export function formatTime(date: Date): string {
-  return date.toISOString();
+  return isoTime(date);
 }
 
 // Field order of the Go structs, which encoding/json follows; unknown fields go last.

@@ -39,6 +39,7 @@ import type { Digest } from '../oci/types.js';
 import { loadTukitConfig } from './config.js';
 import { fillSnapshot, LOCAL_ETC_ASIDE } from './fill.js';
 import { readRecord, recordsDir, removeRecord, writeRecord, type TransactionRecord } from './records.js';
+import { isoTime } from '../iso-time.js';
 
 export type Env = Record<string, string | undefined>;
 
@@ -97,7 +98,7 @@ async function initPost(paths: SysrootPaths, bindPath: string, num: number, env:
     image,
     status: 'filling',
     previousDefault: (await getDefaultSubvolume(paths.root)).id,
-    startedAt: new Date().toISOString(),
+    startedAt: isoTime(),
   };
   await forgetVanishedTransactions(paths);
   await writeRecord(paths.stateDir, record);
