@@ -27,5 +27,6 @@ void export_int(napi_env env, napi_value obj, const char *name, int32_t v);
 // Each part of the addon adds its functions to the exports (called by init in ocisnap_sys.c).
 void register_btrfs(napi_env env, napi_value exports);
 void register_zstd(napi_env env, napi_value exports);
+void register_tree(napi_env env, napi_value exports);
 
 #endif

@@ -571,6 +571,7 @@ static napi_value init(napi_env env, napi_value exports) {
   napi_set_named_property(env, exports, "constants", c);
   register_btrfs(env, exports);
   register_zstd(env, exports);
+  register_tree(env, exports);
   return exports;
 }
 

@@ -4,15 +4,13 @@
  * setgid/sticky), owner, xattrs, symlink target, device numbers and content.
  * Timestamps are not compared: a file that was merely touched is unchanged.
  *
- * Synchronous on purpose: a deploy walks three /etc trees of small entries
- * with nothing else to do meanwhile, and a promise plus a thread-pool round
- * trip per lstat/readlink/open/read cost more than the system calls: the
- * benchmark image's /etc (713 entries, bench/) merged in 370 ms warm that
- * way, in about 100 ms synchronously.
+ * The walk and the content comparison are in the addon (native/tree.c): a
+ * deploy walks three /etc trees of small entries once, in a fresh process,
+ * and in JavaScript that ran mostly in V8's interpreter: 25-50 ms per tree of
+ * the benchmark image's /etc (712 entries), against about 7 ms natively.
  */
-import { closeSync, constants as fsc, lstatSync, openSync, readdirSync, readlinkSync, readSync, type BigIntStats } from 'node:fs';
 import { join } from 'node:path';
-import { isErrno, sys } from '../sys/native.js';
+import { sys, type RawTreeEntry } from '../sys/native.js';
 
 export type EntryKind = 'file' | 'dir' | 'symlink' | 'char' | 'block' | 'fifo' | 'socket';
 
@@ -47,101 +45,46 @@ export interface TreeListing {
   skipped: WalkSkip[];
 }
 
-export function kindOf(st: BigIntStats): EntryKind {
-  if (st.isFile()) return 'file';
-  if (st.isDirectory()) return 'dir';
-  if (st.isSymbolicLink()) return 'symlink';
-  if (st.isCharacterDevice()) return 'char';
-  if (st.isBlockDevice()) return 'block';
-  if (st.isFIFO()) return 'fifo';
-  return 'socket';
-}
+const S_IFMT = 0o170000;
+const kinds = new Map<number, EntryKind>([
+  [0o100000, 'file'],
+  [0o040000, 'dir'],
+  [0o120000, 'symlink'],
+  [0o020000, 'char'],
+  [0o060000, 'block'],
+  [0o010000, 'fifo'],
+  [0o140000, 'socket'],
+]);
 
-function readXattrs(path: string): Map<string, Buffer> {
-  const out = new Map<string, Buffer>();
-  let names: string[];
-  try {
-    names = sys.llistxattr(path);
-  } catch (err) {
-    // Filesystems without xattr support have none to compare.
-    if (isErrno(err, 'ENOTSUP') || isErrno(err, 'EOPNOTSUPP')) return out;
-    throw err;
-  }
-  for (const name of names.sort()) {
-    const value = sys.lgetxattr(path, name);
-    if (value !== null) out.set(name, value);
-  }
-  return out;
-}
-
-/** Describe one entry (lstat: a symlink is described, never followed); null if absent. */
-export function describeEntry(root: string, rel: string): TreeEntry | null {
-  return describePath(join(root, rel), rel);
-}
-
-function describePath(path: string, rel: string): TreeEntry | null {
-  let st: BigIntStats;
-  try {
-    st = lstatSync(path, { bigint: true });
-  } catch (err) {
-    if (isErrno(err, 'ENOENT') || isErrno(err, 'ENOTDIR')) return null;
-    throw err;
-  }
-  const kind = kindOf(st);
+function toEntry(raw: RawTreeEntry): TreeEntry {
   const entry: TreeEntry = {
-    rel,
-    kind,
-    perm: Number(st.mode & 0o7777n),
-    uid: Number(st.uid),
-    gid: Number(st.gid),
-    size: st.size,
-    dev: st.dev,
-    rdev: st.rdev,
-    atimeNs: st.atimeNs,
-    mtimeNs: st.mtimeNs,
-    xattrs: readXattrs(path),
+    rel: raw.rel,
+    kind: kinds.get(raw.mode & S_IFMT) ?? 'socket',
+    perm: raw.mode & 0o7777,
+    uid: raw.uid,
+    gid: raw.gid,
+    size: raw.size,
+    dev: raw.dev,
+    rdev: raw.rdev,
+    atimeNs: raw.atimeNs,
+    mtimeNs: raw.mtimeNs,
+    xattrs: new Map(raw.xattrs),
   };
-  if (kind === 'symlink') entry.linkTarget = readlinkSync(path);
+  if (raw.linkTarget !== undefined) entry.linkTarget = raw.linkTarget;
   return entry;
 }
 
 /**
  * List every entry below `root` (the root itself excluded). Symlinks are
  * listed, never followed; directories on another device (mount points,
- * nested btrfs subvolumes) are listed but not descended into, and reported.
+ * nested btrfs subvolumes) are listed but not descended into, and reported;
+ * names that are not UTF-8 (Node names paths by strings) are reported.
  */
 export function walkTree(root: string): TreeListing {
-  const rootSt = lstatSync(root, { bigint: true });
-  if (!rootSt.isDirectory()) throw new Error(`${root} is not a directory`);
+  const raw = sys.walkTree(root);
   const entries = new Map<string, TreeEntry>();
-  const skipped: WalkSkip[] = [];
-  // Names from readdir are never '.', '..' or empty, so prefix + rel is join(root, rel).
-  const prefix = join(root, '/');
-  const walk = (relDir: string): void => {
-    const raw = readdirSync(join(root, relDir), { encoding: 'buffer' });
-    const names: string[] = [];
-    for (const buf of raw) {
-      const name = buf.toString('utf8');
-      // Node paths are strings: a name that is not UTF-8 cannot be named back; report it.
-      // (Invalid bytes decode to U+FFFD, so only such names need the round trip.)
-      if (!name.includes('\uFFFD') || Buffer.from(name, 'utf8').equals(buf)) names.push(name);
-      else skipped.push({ rel: relDir === '' ? name : `${relDir}/${name}`, reason: 'name is not valid UTF-8; not merged' });
-    }
-    for (const name of names.sort()) {
-      const rel = relDir === '' ? name : `${relDir}/${name}`;
-      const entry = describePath(prefix + rel, rel);
-      if (entry === null) continue; // removed while we looked
-      entries.set(rel, entry);
-      if (entry.kind !== 'dir') continue;
-      if (entry.dev !== rootSt.dev) {
-        skipped.push({ rel, reason: 'another filesystem or subvolume is mounted here; not descended into' });
-        continue;
-      }
-      walk(rel);
-    }
-  };
-  walk('');
-  return { entries, skipped };
+  for (const r of raw.entries) entries.set(r.rel, toEntry(r));
+  return { entries, skipped: raw.skipped };
 }
 
 function sameXattrs(a: Map<string, Buffer>, b: Map<string, Buffer>, ignore: ReadonlySet<string>): boolean {
@@ -156,58 +99,9 @@ function sameXattrs(a: Map<string, Buffer>, b: Map<string, Buffer>, ignore: Read
   return true;
 }
 
-/**
- * Byte comparison of two regular files, in chunks of at most 64 KiB; `sizeHint`
- * (their size as listed) keeps the buffers small for small files, which most
- * of /etc is. O_NOATIME: comparing must not write atimes into the trees (in a
- * fresh snapshot each one would copy a shared metadata block).
- */
-export function sameContent(pathA: string, pathB: string, sizeHint?: bigint): boolean {
-  const fa = openForCompare(pathA);
-  try {
-    const fb = openForCompare(pathB);
-    try {
-      const max = 64 * 1024;
-      // One byte more than expected, so a file that grew is seen in the first chunk.
-      const size = sizeHint !== undefined && sizeHint < BigInt(max) ? Number(sizeHint) + 1 : max;
-      const ba = Buffer.allocUnsafe(size);
-      const bb = Buffer.allocUnsafe(size);
-      for (;;) {
-        const ra = readFull(fa, ba);
-        const rb = readFull(fb, bb);
-        if (ra !== rb) return false;
-        if (ra === 0) return true;
-        if (!ba.subarray(0, ra).equals(bb.subarray(0, rb))) return false;
-        // readFull stops short only at end of file: both ended here.
-        if (ra < size) return true;
-      }
-    } finally {
-      closeSync(fb);
-    }
-  } finally {
-    closeSync(fa);
-  }
-}
-
-function openForCompare(path: string): number {
-  const flags = fsc.O_RDONLY | fsc.O_NOFOLLOW;
-  try {
-    return openSync(path, flags | fsc.O_NOATIME);
-  } catch (err) {
-    // O_NOATIME needs the file's owner or CAP_FOWNER (open(2)).
-    if (!isErrno(err, 'EPERM')) throw err;
-    return openSync(path, flags);
-  }
-}
-
-function readFull(fd: number, buf: Buffer): number {
-  let got = 0;
-  while (got < buf.length) {
-    const n = readSync(fd, buf, got, buf.length - got, null);
-    if (n === 0) break;
-    got += n;
-  }
-  return got;
+/** Byte comparison of two regular files (in the addon: no symlink followed, no atime written). */
+export function sameContent(pathA: string, pathB: string): boolean {
+  return sys.sameContent(pathA, pathB);
 }
 
 export interface CompareOptions {
@@ -239,7 +133,7 @@ export function sameEntry(
     case 'block':
       return a.rdev === b.rdev;
     case 'file':
-      return a.size === b.size && sameContent(join(aRoot, a.rel), join(bRoot, b.rel), a.size);
+      return a.size === b.size && sameContent(join(aRoot, a.rel), join(bRoot, b.rel));
     default:
       return true;
   }

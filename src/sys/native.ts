@@ -50,6 +50,25 @@ export interface BtrfsSearchItem {
   data: Buffer;
 }
 
+/** One entry of walkTree, as lstat(2) (not followed), readlink(2) and the xattr calls saw it. */
+export interface RawTreeEntry {
+  /** Path below the walked root, '/'-separated. */
+  rel: string;
+  /** st_mode: type and permission bits. */
+  mode: number;
+  uid: number;
+  gid: number;
+  size: bigint;
+  dev: bigint;
+  rdev: bigint;
+  atimeNs: bigint;
+  mtimeNs: bigint;
+  /** For symlinks. */
+  linkTarget?: string;
+  /** [name, value] of every extended attribute, by name. */
+  xattrs: Array<[string, Buffer]>;
+}
+
 export interface NativeSys {
   /** openat2(2); `resolve` is a mask of RESOLVE_* constants. Returns an fd. */
   openat2(dirfd: number, path: PathArg, flags: number, mode: number, resolve: number): number;
@@ -83,6 +102,16 @@ export interface NativeSys {
   /** null when the attribute is not set. */
   lgetxattr(path: PathArg, name: PathArg): Buffer | null;
   llistxattr(path: PathArg): string[];
+  /**
+   * Every entry below `root` (pre-order, a directory's children in byte order
+   * of their names). Symlinks are described, not followed; a directory on
+   * another device is listed and reported in `skipped`, not entered; a name
+   * that is not valid UTF-8 is reported, not listed; an entry removed during
+   * the walk is left out. Throws an errno error for anything else.
+   */
+  walkTree(root: string): { entries: RawTreeEntry[]; skipped: Array<{ rel: string; reason: string }> };
+  /** Byte equality of two regular files; neither is followed if a symlink (ELOOP), nor gets its atime updated. */
+  sameContent(pathA: PathArg, pathB: PathArg): boolean;
   /** Whole-file fcntl(2) record lock, non-blocking: 0 read, 1 write, 2 unlock. */
   setlk(fd: number, type: 0 | 1 | 2): boolean;
   /**

@@ -1,4 +1,4 @@
-import { closeSync, lstatSync, mkdtempSync, openSync, rmSync, symlinkSync, writeFileSync, writeSync } from 'node:fs';
+import { closeSync, lstatSync, mkdirSync, mkdtempSync, openSync, rmSync, symlinkSync, writeFileSync, writeSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterAll, describe, expect, it } from 'vitest';
@@ -81,5 +81,50 @@ describe('native addon', () => {
     const ro = openSync(f, 'r');
     expect(() => sys.finishFile(ro, 0, 0, 0o644, 0, -1, 0, 0)).toThrow(/EINVAL: .*futimens/);
     expect(lstatSync(f).mode & 0o7777).toBe(0o644);
+  });
+
+  it('walks a tree like lstat: pre-order, names in byte order, symlinks described not followed, xattrs by name', () => {
+    const root = join(dir, 'walk');
+    mkdirSync(join(root, 'b/c'), { recursive: true });
+    writeFileSync(join(root, 'b/c/f'), 'hello');
+    writeFileSync(join(root, 'a'), '');
+    symlinkSync('/etc', join(root, 'link'));
+    writeFileSync(join(root, 'bÿ'), ''); // UTF-8 62 c3 bf: after "b" and everything below it
+    sys.lsetxattr(join(root, 'a'), 'user.z', Buffer.from('2'));
+    sys.lsetxattr(join(root, 'a'), 'user.a', Buffer.from('1'));
+    const { entries, skipped } = sys.walkTree(`${root}/`);
+    expect(entries.map((e) => e.rel)).toEqual(['a', 'b', 'b/c', 'b/c/f', 'bÿ', 'link']);
+    expect(skipped).toEqual([]);
+    const f = entries.find((e) => e.rel === 'b/c/f')!;
+    const st = lstatSync(join(root, 'b/c/f'), { bigint: true });
+    expect(f).toEqual({ rel: 'b/c/f', mode: Number(st.mode), uid: Number(st.uid), gid: Number(st.gid), size: 5n, dev: st.dev, rdev: st.rdev, atimeNs: st.atimeNs, mtimeNs: st.mtimeNs, xattrs: [] });
+    expect(entries.find((e) => e.rel === 'link')?.linkTarget).toBe('/etc');
+    expect(entries.find((e) => e.rel === 'a')?.xattrs).toEqual([['user.a', Buffer.from('1')], ['user.z', Buffer.from('2')]]);
+    expect(() => sys.walkTree(join(root, 'a'))).toThrow(/is not a directory/);
+    expect(() => sys.walkTree(join(root, 'missing'))).toThrow(/ENOENT/);
+  });
+
+  it('reports names that are not UTF-8 instead of listing them', () => {
+    const root = join(dir, 'walk-bytes');
+    mkdirSync(root);
+    const name = Buffer.from([0x78, 0xff, 0x2e, 0x63]); // "x\xff.c"
+    closeSync(openSync(Buffer.concat([Buffer.from(`${root}/`), name]), 'w'));
+    const { entries, skipped } = sys.walkTree(root);
+    expect(entries).toEqual([]);
+    expect(skipped).toEqual([{ rel: 'x\uFFFD.c', reason: 'name is not valid UTF-8; not merged' }]);
+  });
+
+  it('compares file contents to the last byte, never through a symlink', () => {
+    const big = Buffer.alloc(100_000, 7);
+    writeFileSync(join(dir, 'c1'), big);
+    writeFileSync(join(dir, 'c2'), big);
+    expect(sys.sameContent(join(dir, 'c1'), join(dir, 'c2'))).toBe(true);
+    big[big.length - 1] = 8;
+    writeFileSync(join(dir, 'c2'), big);
+    expect(sys.sameContent(join(dir, 'c1'), join(dir, 'c2'))).toBe(false);
+    writeFileSync(join(dir, 'c2'), big.subarray(0, 65_536));
+    expect(sys.sameContent(join(dir, 'c1'), join(dir, 'c2'))).toBe(false);
+    symlinkSync(join(dir, 'c1'), join(dir, 'c-link'));
+    expect(() => sys.sameContent(join(dir, 'c1'), join(dir, 'c-link'))).toThrow(/ELOOP/);
   });
 });
