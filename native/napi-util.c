@@ -6,7 +6,7 @@
 #include <string.h>
 #include <uv.h>
 
-napi_value throw_errno(napi_env env, int err, const char *syscall, const char *path) {
+napi_value make_errno_error(napi_env env, int err, const char *syscall, const char *path) {
   char msg[PATH_BUF + 128];
   const char *code = uv_err_name(-err);
   if (path)
@@ -27,7 +27,11 @@ napi_value throw_errno(napi_env env, int err, const char *syscall, const char *p
     napi_create_string_utf8(env, path, NAPI_AUTO_LENGTH, &p);
     napi_set_named_property(env, e, "path", p);
   }
-  napi_throw(env, e);
+  return e;
+}
+
+napi_value throw_errno(napi_env env, int err, const char *syscall, const char *path) {
+  napi_throw(env, make_errno_error(env, err, syscall, path));
   return NULL;
 }
 

@@ -10,7 +10,9 @@
 #define PATH_BUF 4096
 #define NAME_BUF 256
 
-// Throws a Node-style errno error (code, errno, syscall, path); returns NULL.
+// A Node-style errno error (code, errno, syscall, path).
+napi_value make_errno_error(napi_env env, int err, const char *syscall, const char *path);
+// Throws make_errno_error(...); returns NULL.
 napi_value throw_errno(napi_env env, int err, const char *syscall, const char *path);
 // The first `want` arguments; throws a TypeError (returns 0) when fewer were given.
 int get_args(napi_env env, napi_callback_info info, size_t want, napi_value *argv);

@@ -3,7 +3,8 @@
 // Why native: a deploy walks three /etc trees (about 700 entries each) once,
 // in a fresh process. In JavaScript each walk ran mostly in V8's interpreter
 // (an lstat, an llistxattr and often a readlink per entry, each wrapped in
-// objects): 25-50 ms per tree, against a few ms here. The semantics are those
+// objects): 25-50 ms per tree, against a few ms here; and on the thread pool
+// the three walks overlap their reads when the page cache is cold. The semantics are those
 // of the JavaScript walk they replace: symlinks are described, never followed;
 // directories on another device are listed but not entered; names that are not
 // valid UTF-8 are reported instead of listed.
@@ -66,80 +67,126 @@ static void set_str(napi_env env, napi_value obj, const char *key, const char *s
   napi_set_named_property(env, obj, key, v);
 }
 
-// [name, Buffer] pairs of every extended attribute of `path` (not followed),
-// sorted by name; none where the filesystem has no xattrs. 0 after a throw,
-// -1 when the entry is gone.
-static int read_xattrs(napi_env env, const char *path, napi_value *out) {
-  napi_create_array(env, out);
+// The walk runs on libuv's thread pool (three trees at once overlap their
+// disk reads when the page cache is cold) and collects into these C
+// structures; the completion turns them into JavaScript objects.
+struct xattr {
+  char *name;
+  char *value;
+  size_t len;
+};
+
+struct entry {
+  char *rel; // below the root, '/'-separated
+  struct stat st;
+  char *link; // symlink target
+  struct xattr *xattrs;
+  size_t n_xattrs;
+};
+
+struct skip {
+  char *rel;
+  const char *reason;
+};
+
+struct walk {
+  char path[PATH_BUF]; // root + '/' + rel
+  size_t root_len;     // length of root + '/'
+  dev_t root_dev;
+  struct entry *entries;
+  size_t n_entries, cap_entries;
+  struct skip *skips;
+  size_t n_skips, cap_skips;
+  // The first failure: errno and the syscall and path it came from; or not_dir.
+  int err;
+  const char *err_syscall;
+  char err_path[PATH_BUF];
+  bool not_dir;
+  napi_async_work work;
+  napi_deferred deferred;
+};
+
+static bool fail(struct walk *w, int err, const char *syscall) {
+  w->err = err;
+  w->err_syscall = syscall;
+  snprintf(w->err_path, sizeof w->err_path, "%s", w->path);
+  return false;
+}
+
+static bool grow(void **items, size_t *cap, size_t n, size_t size) {
+  if (n < *cap) return true;
+  size_t next = *cap == 0 ? 64 : *cap * 2;
+  void *p = realloc(*items, next * size);
+  if (p == NULL) return false;
+  *items = p;
+  *cap = next;
+  return true;
+}
+
+static bool add_skip(struct walk *w, const char *reason) {
+  if (!grow((void **)&w->skips, &w->cap_skips, w->n_skips, sizeof *w->skips)) return fail(w, ENOMEM, "walk");
+  char *rel = strdup(w->path + w->root_len);
+  if (rel == NULL) return fail(w, ENOMEM, "walk");
+  w->skips[w->n_skips++] = (struct skip){rel, reason};
+  return true;
+}
+
+// Every extended attribute of w->path (not followed), sorted by name; none
+// where the filesystem has no xattrs. *gone when the entry disappeared.
+static bool read_xattrs(struct walk *w, struct entry *e, bool *gone) {
   char *names = NULL;
   ssize_t n;
   for (;;) {
-    n = llistxattr(path, NULL, 0);
-    if (n < 0) {
-      if (errno == ENOTSUP) return 1;
-      if (errno == ENOENT) return -1;
-      throw_errno(env, errno, "llistxattr", path);
-      return 0;
-    }
-    if (n == 0) return 1;
+    n = llistxattr(w->path, NULL, 0);
+    if (n < 0 && errno == ENOTSUP) return true;
+    if (n < 0 && errno == ENOENT) return *gone = true;
+    if (n < 0) return fail(w, errno, "llistxattr");
+    if (n == 0) return true;
     names = malloc((size_t)n);
-    if (names == NULL) {
-      throw_errno(env, ENOMEM, "llistxattr", path);
-      return 0;
-    }
-    ssize_t m = llistxattr(path, names, (size_t)n);
+    if (names == NULL) return fail(w, ENOMEM, "llistxattr");
+    ssize_t m = llistxattr(w->path, names, (size_t)n);
     if (m >= 0) {
       n = m;
       break;
     }
-    int e = errno;
+    int err = errno;
     free(names);
-    if (e != ERANGE) {
-      throw_errno(env, e, "llistxattr", path);
-      return 0;
-    }
+    if (err != ERANGE) return fail(w, err, "llistxattr");
   }
-  // Names in sorted order, as the JavaScript walk produced them.
   size_t count = 0;
   for (ssize_t off = 0; off < n; off += (ssize_t)strnlen(names + off, (size_t)(n - off)) + 1) count++;
   const char **sorted = malloc(count * sizeof *sorted);
-  if (sorted == NULL) {
-    free(names);
-    throw_errno(env, ENOMEM, "llistxattr", path);
-    return 0;
-  }
+  e->xattrs = calloc(count, sizeof *e->xattrs);
+  bool ok = sorted != NULL && e->xattrs != NULL;
+  if (!ok) fail(w, ENOMEM, "llistxattr");
   size_t k = 0;
-  for (ssize_t off = 0; off < n; off += (ssize_t)strnlen(names + off, (size_t)(n - off)) + 1) sorted[k++] = names + off;
-  qsort(sorted, count, sizeof *sorted, cmp_names);
-  uint32_t idx = 0;
-  int ok = 1;
-  for (size_t i = 0; i < count && ok; i++) {
-    const char *name = sorted[i];
+  for (ssize_t off = 0; ok && off < n; off += (ssize_t)strnlen(names + off, (size_t)(n - off)) + 1) sorted[k++] = names + off;
+  if (ok) qsort(sorted, count, sizeof *sorted, cmp_names);
+  for (size_t i = 0; ok && i < count; i++) {
     for (;;) {
-      ssize_t len = lgetxattr(path, name, NULL, 0);
+      ssize_t len = lgetxattr(w->path, sorted[i], NULL, 0);
       if (len < 0) {
-        if (errno != ENODATA) ok = 0, throw_errno(env, errno, "lgetxattr", path);
+        if (errno != ENODATA) ok = fail(w, errno, "lgetxattr");
         break; // removed meanwhile: not there
       }
-      napi_value buf;
-      void *data;
-      napi_create_buffer(env, (size_t)len, &data, &buf);
-      ssize_t got = lgetxattr(path, name, data, (size_t)len);
-      if (got < 0 && errno == ERANGE) continue; // grew meanwhile
-      if (got < 0) {
-        if (errno != ENODATA) ok = 0, throw_errno(env, errno, "lgetxattr", path);
+      char *value = malloc(len > 0 ? (size_t)len : 1);
+      if (value == NULL) {
+        ok = fail(w, ENOMEM, "lgetxattr");
         break;
       }
-      if (got < len) {
-        void *d2;
-        napi_create_buffer_copy(env, (size_t)got, data, &d2, &buf);
+      ssize_t got = lgetxattr(w->path, sorted[i], value, (size_t)len);
+      if (got < 0) {
+        int err = errno;
+        free(value);
+        if (err == ERANGE) continue; // grew meanwhile
+        if (err != ENODATA) ok = fail(w, err, "lgetxattr");
+        break;
       }
-      napi_value pair, nm;
-      napi_create_array_with_length(env, 2, &pair);
-      napi_create_string_utf8(env, name, NAPI_AUTO_LENGTH, &nm);
-      napi_set_element(env, pair, 0, nm);
-      napi_set_element(env, pair, 1, buf);
-      napi_set_element(env, *out, idx++, pair);
+      struct xattr *x = &e->xattrs[e->n_xattrs++];
+      x->name = strdup(sorted[i]);
+      x->value = value;
+      x->len = (size_t)got;
+      if (x->name == NULL) ok = fail(w, ENOMEM, "lgetxattr");
       break;
     }
   }
@@ -148,179 +195,210 @@ static int read_xattrs(napi_env env, const char *path, napi_value *out) {
   return ok;
 }
 
-struct walk {
-  napi_env env;
-  char path[PATH_BUF]; // root + '/' + rel
-  size_t root_len;     // length of root + '/'
-  dev_t root_dev;
-  napi_value entries, skipped;
-  uint32_t n_entries, n_skipped;
-};
-
-static void add_skip(struct walk *w, const char *rel, size_t rel_len, const char *reason) {
-  napi_value o;
-  napi_create_object(w->env, &o);
-  set_str(w->env, o, "rel", rel, rel_len);
-  set_str(w->env, o, "reason", reason, NAPI_AUTO_LENGTH);
-  napi_set_element(w->env, w->skipped, w->n_skipped++, o);
+static void free_entry(struct entry *e) {
+  free(e->rel);
+  free(e->link);
+  for (size_t i = 0; i < e->n_xattrs; i++) free(e->xattrs[i].name), free(e->xattrs[i].value);
+  free(e->xattrs);
 }
 
-// Lists the entry at w->path (its rel starts at root_len); *descend tells
-// the caller to enter it. 0 after a throw; 1 also when the entry vanished
-// meanwhile (then it is not listed).
-static int describe(struct walk *w, size_t path_len, bool *descend) {
-  napi_env env = w->env;
+// Lists the entry at w->path; *descend tells the caller to enter it. An entry
+// removed meanwhile is left out.
+static bool describe(struct walk *w, bool *descend) {
   *descend = false;
-  struct stat st;
-  if (lstat(w->path, &st) != 0) {
-    if (errno == ENOENT || errno == ENOTDIR) return 1; // removed while we looked
-    throw_errno(env, errno, "lstat", w->path);
-    return 0;
+  struct entry e = {0};
+  if (lstat(w->path, &e.st) != 0) {
+    if (errno == ENOENT || errno == ENOTDIR) return true;
+    return fail(w, errno, "lstat");
   }
-  napi_value o;
-  napi_create_object(env, &o);
-  const char *rel = w->path + w->root_len;
-  size_t rel_len = path_len - w->root_len;
-  set_str(env, o, "rel", rel, rel_len);
-  napi_set_named_property(env, o, "mode", make_i32(env, (int32_t)st.st_mode));
-  napi_value uid, gid;
-  napi_create_uint32(env, st.st_uid, &uid);
-  napi_create_uint32(env, st.st_gid, &gid);
-  napi_set_named_property(env, o, "uid", uid);
-  napi_set_named_property(env, o, "gid", gid);
-  napi_set_named_property(env, o, "size", bigint_i64(env, (int64_t)st.st_size));
-  napi_set_named_property(env, o, "dev", bigint_u64(env, (uint64_t)st.st_dev));
-  napi_set_named_property(env, o, "rdev", bigint_u64(env, (uint64_t)st.st_rdev));
-  napi_set_named_property(env, o, "atimeNs", bigint_i64(env, (int64_t)st.st_atim.tv_sec * 1000000000 + st.st_atim.tv_nsec));
-  napi_set_named_property(env, o, "mtimeNs", bigint_i64(env, (int64_t)st.st_mtim.tv_sec * 1000000000 + st.st_mtim.tv_nsec));
-  if (S_ISLNK(st.st_mode)) {
+  bool gone = false;
+  if (S_ISLNK(e.st.st_mode)) {
     char target[PATH_BUF];
     ssize_t n = readlink(w->path, target, sizeof target);
-    if (n < 0) {
-      if (errno == ENOENT) return 1;
-      throw_errno(env, errno, "readlink", w->path);
-      return 0;
-    }
-    if ((size_t)n >= sizeof target) {
-      throw_errno(env, ENAMETOOLONG, "readlink", w->path);
-      return 0;
-    }
-    set_str(env, o, "linkTarget", target, (size_t)n);
+    if (n < 0 && errno == ENOENT) return true;
+    if (n < 0) return fail(w, errno, "readlink");
+    if ((size_t)n >= sizeof target) return fail(w, ENAMETOOLONG, "readlink");
+    e.link = strndup(target, (size_t)n);
+    if (e.link == NULL) return fail(w, ENOMEM, "readlink");
   }
-  napi_value xattrs;
-  int got = read_xattrs(env, w->path, &xattrs);
-  if (got == 0) return 0;
-  if (got < 0) return 1; // removed while we looked
-  napi_set_named_property(env, o, "xattrs", xattrs);
-  napi_set_element(env, w->entries, w->n_entries++, o);
-  if (S_ISDIR(st.st_mode)) {
-    if (st.st_dev != w->root_dev)
-      add_skip(w, rel, rel_len, "another filesystem or subvolume is mounted here; not descended into");
-    else
-      *descend = true;
+  if (!read_xattrs(w, &e, &gone) || gone) {
+    free_entry(&e);
+    return gone;
   }
-  return 1;
+  e.rel = strdup(w->path + w->root_len);
+  if (e.rel == NULL || !grow((void **)&w->entries, &w->cap_entries, w->n_entries, sizeof *w->entries)) {
+    free_entry(&e);
+    return fail(w, ENOMEM, "walk");
+  }
+  w->entries[w->n_entries++] = e;
+  if (S_ISDIR(e.st.st_mode)) {
+    if (e.st.st_dev != w->root_dev) return add_skip(w, "another filesystem or subvolume is mounted here; not descended into");
+    *descend = true;
+  }
+  return true;
 }
 
 // Lists the directory at w->path (length path_len) and everything below it.
-static int walk_dir(struct walk *w, size_t path_len) {
-  napi_env env = w->env;
+static bool walk_dir(struct walk *w, size_t path_len) {
   DIR *d = opendir(w->path);
-  if (d == NULL) {
-    throw_errno(env, errno, "opendir", w->path);
-    return 0;
-  }
+  if (d == NULL) return fail(w, errno, "opendir");
   char **names = NULL;
   size_t count = 0, cap = 0;
-  int ok = 1;
+  bool ok = true;
   for (;;) {
     errno = 0;
     struct dirent *de = readdir(d);
     if (de == NULL) {
-      if (errno != 0) ok = 0, throw_errno(env, errno, "readdir", w->path);
+      if (errno != 0) ok = fail(w, errno, "readdir");
       break;
     }
     if (strcmp(de->d_name, ".") == 0 || strcmp(de->d_name, "..") == 0) continue;
-    if (count == cap) {
-      cap = cap == 0 ? 32 : cap * 2;
-      char **grown = realloc(names, cap * sizeof *names);
-      if (grown == NULL) {
-        ok = 0, throw_errno(env, ENOMEM, "readdir", w->path);
-        break;
-      }
-      names = grown;
-    }
-    names[count] = strdup(de->d_name);
-    if (names[count] == NULL) {
-      ok = 0, throw_errno(env, ENOMEM, "readdir", w->path);
+    char *name = strdup(de->d_name);
+    if (name == NULL || !grow((void **)&names, &cap, count, sizeof *names)) {
+      free(name);
+      ok = fail(w, ENOMEM, "readdir");
       break;
     }
-    count++;
+    names[count++] = name;
   }
   closedir(d);
   if (ok) qsort(names, count, sizeof *names, cmp_names);
+  // A child's rel: "<rel>/<name>", or "<name>" right under the root.
+  size_t sep = path_len > w->root_len ? 1 : 0;
   for (size_t i = 0; i < count && ok; i++) {
     size_t len = strlen(names[i]);
-    // rel of a directory's child: "<rel>/<name>", or "<name>" under the root.
-    size_t sep = path_len > w->root_len ? 1 : 0;
     if (path_len + sep + len >= sizeof w->path) {
-      ok = 0, throw_errno(env, ENAMETOOLONG, "lstat", w->path);
+      ok = fail(w, ENAMETOOLONG, "lstat");
       break;
     }
     if (sep) w->path[path_len] = '/';
     memcpy(w->path + path_len + sep, names[i], len + 1);
-    size_t child_len = path_len + sep + len;
     if (!valid_utf8((const unsigned char *)names[i], len)) {
-      add_skip(w, w->path + w->root_len, child_len - w->root_len, "name is not valid UTF-8; not merged");
+      ok = add_skip(w, "name is not valid UTF-8; not merged");
     } else {
       bool descend;
-      ok = describe(w, child_len, &descend);
-      if (ok && descend) ok = walk_dir(w, child_len);
+      ok = describe(w, &descend);
+      if (ok && descend) ok = walk_dir(w, path_len + sep + len);
     }
-    w->path[path_len] = 0;
+    if (ok) w->path[path_len] = 0;
   }
   for (size_t i = 0; i < count; i++) free(names[i]);
   free(names);
   return ok;
 }
 
-// walkTree(root) -> { entries: RawEntry[], skipped: { rel, reason }[] }
-// RawEntry: { rel, mode, uid, gid, size, dev, rdev, atimeNs, mtimeNs, linkTarget?, xattrs: [name, Buffer][] }
-// (bigint for size, dev, rdev and the times). Pre-order; a directory's
-// children in byte order of their names.
-static napi_value js_walk_tree(napi_env env, napi_callback_info info) {
-  napi_value a[1];
-  struct walk *w = calloc(1, sizeof *w);
-  if (w == NULL) return throw_errno(env, ENOMEM, "walk", NULL);
-  napi_value result = NULL;
-  if (!get_args(env, info, 1, a) || !get_str(env, a[0], w->path, sizeof w->path - 1)) goto out;
+static void walk_execute(napi_env env, void *data) {
+  struct walk *w = data;
   struct stat st;
   if (lstat(w->path, &st) != 0) {
-    throw_errno(env, errno, "lstat", w->path);
-    goto out;
+    fail(w, errno, "lstat");
+    return;
   }
   if (!S_ISDIR(st.st_mode)) {
-    char msg[PATH_BUF + 32];
-    snprintf(msg, sizeof msg, "%s is not a directory", w->path);
-    napi_throw_error(env, NULL, msg);
-    goto out;
+    w->not_dir = true;
+    return;
   }
-  w->env = env;
   w->root_dev = st.st_dev;
   size_t len = strlen(w->path);
   while (len > 1 && w->path[len - 1] == '/') w->path[--len] = 0;
   if (len > 1 || w->path[0] != '/') w->path[len++] = '/';
   w->path[len] = 0;
   w->root_len = len;
-  napi_create_array(env, &w->entries);
-  napi_create_array(env, &w->skipped);
-  if (!walk_dir(w, len)) goto out;
-  napi_create_object(env, &result);
-  napi_set_named_property(env, result, "entries", w->entries);
-  napi_set_named_property(env, result, "skipped", w->skipped);
-out:
+  walk_dir(w, len);
+}
+
+static napi_value entry_object(napi_env env, const struct entry *e) {
+  napi_value o, uid, gid, xattrs;
+  napi_create_object(env, &o);
+  set_str(env, o, "rel", e->rel, NAPI_AUTO_LENGTH);
+  napi_set_named_property(env, o, "mode", make_i32(env, (int32_t)e->st.st_mode));
+  napi_create_uint32(env, e->st.st_uid, &uid);
+  napi_create_uint32(env, e->st.st_gid, &gid);
+  napi_set_named_property(env, o, "uid", uid);
+  napi_set_named_property(env, o, "gid", gid);
+  napi_set_named_property(env, o, "size", bigint_i64(env, (int64_t)e->st.st_size));
+  napi_set_named_property(env, o, "dev", bigint_u64(env, (uint64_t)e->st.st_dev));
+  napi_set_named_property(env, o, "rdev", bigint_u64(env, (uint64_t)e->st.st_rdev));
+  napi_set_named_property(env, o, "atimeNs", bigint_i64(env, (int64_t)e->st.st_atim.tv_sec * 1000000000 + e->st.st_atim.tv_nsec));
+  napi_set_named_property(env, o, "mtimeNs", bigint_i64(env, (int64_t)e->st.st_mtim.tv_sec * 1000000000 + e->st.st_mtim.tv_nsec));
+  if (e->link != NULL) set_str(env, o, "linkTarget", e->link, NAPI_AUTO_LENGTH);
+  napi_create_array_with_length(env, e->n_xattrs, &xattrs);
+  for (size_t i = 0; i < e->n_xattrs; i++) {
+    napi_value pair, name, value;
+    void *copy;
+    napi_create_array_with_length(env, 2, &pair);
+    napi_create_string_utf8(env, e->xattrs[i].name, NAPI_AUTO_LENGTH, &name);
+    napi_create_buffer_copy(env, e->xattrs[i].len, e->xattrs[i].value, &copy, &value);
+    napi_set_element(env, pair, 0, name);
+    napi_set_element(env, pair, 1, value);
+    napi_set_element(env, xattrs, (uint32_t)i, pair);
+  }
+  napi_set_named_property(env, o, "xattrs", xattrs);
+  return o;
+}
+
+static void walk_complete(napi_env env, napi_status status, void *data) {
+  struct walk *w = data;
+  napi_handle_scope scope;
+  napi_open_handle_scope(env, &scope);
+  napi_value result, error;
+  if (w->not_dir) {
+    char msg[PATH_BUF + 32];
+    napi_value m;
+    snprintf(msg, sizeof msg, "%s is not a directory", w->path);
+    napi_create_string_utf8(env, msg, NAPI_AUTO_LENGTH, &m);
+    napi_create_error(env, NULL, m, &error);
+    napi_reject_deferred(env, w->deferred, error);
+  } else if (w->err != 0) {
+    error = make_errno_error(env, w->err, w->err_syscall, w->err_path);
+    napi_reject_deferred(env, w->deferred, error);
+  } else {
+    napi_value entries, skipped;
+    napi_create_array_with_length(env, w->n_entries, &entries);
+    for (size_t i = 0; i < w->n_entries; i++) napi_set_element(env, entries, (uint32_t)i, entry_object(env, &w->entries[i]));
+    napi_create_array_with_length(env, w->n_skips, &skipped);
+    for (size_t i = 0; i < w->n_skips; i++) {
+      napi_value o;
+      napi_create_object(env, &o);
+      set_str(env, o, "rel", w->skips[i].rel, NAPI_AUTO_LENGTH);
+      set_str(env, o, "reason", w->skips[i].reason, NAPI_AUTO_LENGTH);
+      napi_set_element(env, skipped, (uint32_t)i, o);
+    }
+    napi_create_object(env, &result);
+    napi_set_named_property(env, result, "entries", entries);
+    napi_set_named_property(env, result, "skipped", skipped);
+    napi_resolve_deferred(env, w->deferred, result);
+  }
+  napi_close_handle_scope(env, scope);
+  for (size_t i = 0; i < w->n_entries; i++) free_entry(&w->entries[i]);
+  for (size_t i = 0; i < w->n_skips; i++) free(w->skips[i].rel);
+  free(w->entries);
+  free(w->skips);
+  napi_delete_async_work(env, w->work);
   free(w);
-  return result;
+}
+
+// walkTree(root) -> Promise<{ entries: RawEntry[], skipped: { rel, reason }[] }>
+// RawEntry: { rel, mode, uid, gid, size, dev, rdev, atimeNs, mtimeNs, linkTarget?, xattrs: [name, Buffer][] }
+// (bigint for size, dev, rdev and the times). Pre-order; a directory's
+// children in byte order of their names.
+static napi_value js_walk_tree(napi_env env, napi_callback_info info) {
+  napi_value a[1], promise, name;
+  struct walk *w = calloc(1, sizeof *w);
+  if (w == NULL) return throw_errno(env, ENOMEM, "walk", NULL);
+  if (!get_args(env, info, 1, a) || !get_str(env, a[0], w->path, sizeof w->path - 1)) {
+    free(w);
+    return NULL;
+  }
+  napi_create_string_utf8(env, "ocisnap:walkTree", NAPI_AUTO_LENGTH, &name);
+  if (napi_create_promise(env, &w->deferred, &promise) != napi_ok ||
+      napi_create_async_work(env, NULL, name, walk_execute, walk_complete, w, &w->work) != napi_ok ||
+      napi_queue_async_work(env, w->work) != napi_ok) {
+    free(w);
+    napi_throw_error(env, NULL, "walkTree: could not queue the walk");
+    return NULL;
+  }
+  return promise;
 }
 
 static int open_for_compare(const char *path) {

@@ -586,9 +586,11 @@ export async function mergeEtc(input: EtcMergeInput, opts: EtcMergeOptions = {})
   await requireDir(input.target, 'new /etc');
   if (input.base !== undefined) await requireDir(input.base, 'base /etc');
   await requireDistinct(input);
-  const local = walkTree(input.local);
-  const image = walkTree(input.target);
-  const base = input.base === undefined ? undefined : walkTree(input.base);
+  const [local, image, base] = await Promise.all([
+    walkTree(input.local),
+    walkTree(input.target),
+    input.base === undefined ? undefined : walkTree(input.base),
+  ]);
   const opaque = new Set([...local.skipped, ...image.skipped, ...(base?.skipped ?? [])].map((s) => s.rel));
   const merger = new Merger(
     input,

@@ -107,9 +107,10 @@ export interface NativeSys {
    * of their names). Symlinks are described, not followed; a directory on
    * another device is listed and reported in `skipped`, not entered; a name
    * that is not valid UTF-8 is reported, not listed; an entry removed during
-   * the walk is left out. Throws an errno error for anything else.
+   * the walk is left out. Runs on libuv's thread pool; rejects with an errno
+   * error for anything else.
    */
-  walkTree(root: string): { entries: RawTreeEntry[]; skipped: Array<{ rel: string; reason: string }> };
+  walkTree(root: string): Promise<{ entries: RawTreeEntry[]; skipped: Array<{ rel: string; reason: string }> }>;
   /** Byte equality of two regular files; neither is followed if a symlink (ELOOP), nor gets its atime updated. */
   sameContent(pathA: PathArg, pathB: PathArg): boolean;
   /** Whole-file fcntl(2) record lock, non-blocking: 0 read, 1 write, 2 unlock. */

@@ -481,8 +481,8 @@ describe('mergeEtc on a real /etc', () => {
     expect(report.skipped.map((s) => s.reason)).toEqual(['local: name is not valid UTF-8; not merged']);
     expect(readFileSync(join(dir, 'target', 'passwd'), 'utf8')).toBe(`${passwd}zed:x:4242:4242::/home/zed:/bin/sh\n`);
     // Everything else is the image's, content and metadata (tree-compare's notion of same).
-    const l = walkTree(join(dir, 'local')).entries;
-    const n = walkTree(join(dir, 'target')).entries;
+    const l = (await walkTree(join(dir, 'local'))).entries;
+    const n = (await walkTree(join(dir, 'target'))).entries;
     const differing: string[] = [];
     for (const rel of new Set([...l.keys(), ...n.keys()])) {
       if (!sameEntry(l.get(rel), join(dir, 'local'), n.get(rel), join(dir, 'target'))) differing.push(rel);

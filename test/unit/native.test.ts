@@ -83,7 +83,7 @@ describe('native addon', () => {
     expect(lstatSync(f).mode & 0o7777).toBe(0o644);
   });
 
-  it('walks a tree like lstat: pre-order, names in byte order, symlinks described not followed, xattrs by name', () => {
+  it('walks a tree like lstat: pre-order, names in byte order, symlinks described not followed, xattrs by name', async () => {
     const root = join(dir, 'walk');
     mkdirSync(join(root, 'b/c'), { recursive: true });
     writeFileSync(join(root, 'b/c/f'), 'hello');
@@ -92,7 +92,7 @@ describe('native addon', () => {
     writeFileSync(join(root, 'bÿ'), ''); // UTF-8 62 c3 bf: after "b" and everything below it
     sys.lsetxattr(join(root, 'a'), 'user.z', Buffer.from('2'));
     sys.lsetxattr(join(root, 'a'), 'user.a', Buffer.from('1'));
-    const { entries, skipped } = sys.walkTree(`${root}/`);
+    const { entries, skipped } = await sys.walkTree(`${root}/`);
     expect(entries.map((e) => e.rel)).toEqual(['a', 'b', 'b/c', 'b/c/f', 'bÿ', 'link']);
     expect(skipped).toEqual([]);
     const f = entries.find((e) => e.rel === 'b/c/f')!;
@@ -100,16 +100,16 @@ describe('native addon', () => {
     expect(f).toEqual({ rel: 'b/c/f', mode: Number(st.mode), uid: Number(st.uid), gid: Number(st.gid), size: 5n, dev: st.dev, rdev: st.rdev, atimeNs: st.atimeNs, mtimeNs: st.mtimeNs, xattrs: [] });
     expect(entries.find((e) => e.rel === 'link')?.linkTarget).toBe('/etc');
     expect(entries.find((e) => e.rel === 'a')?.xattrs).toEqual([['user.a', Buffer.from('1')], ['user.z', Buffer.from('2')]]);
-    expect(() => sys.walkTree(join(root, 'a'))).toThrow(/is not a directory/);
-    expect(() => sys.walkTree(join(root, 'missing'))).toThrow(/ENOENT/);
+    await expect(sys.walkTree(join(root, 'a'))).rejects.toThrow(/is not a directory/);
+    await expect(sys.walkTree(join(root, 'missing'))).rejects.toMatchObject({ code: 'ENOENT', syscall: 'lstat', path: join(root, 'missing') });
   });
 
-  it('reports names that are not UTF-8 instead of listing them', () => {
+  it('reports names that are not UTF-8 instead of listing them', async () => {
     const root = join(dir, 'walk-bytes');
     mkdirSync(root);
     const name = Buffer.from([0x78, 0xff, 0x2e, 0x63]); // "x\xff.c"
     closeSync(openSync(Buffer.concat([Buffer.from(`${root}/`), name]), 'w'));
-    const { entries, skipped } = sys.walkTree(root);
+    const { entries, skipped } = await sys.walkTree(root);
     expect(entries).toEqual([]);
     expect(skipped).toEqual([{ rel: 'x\uFFFD.c', reason: 'name is not valid UTF-8; not merged' }]);
   });
