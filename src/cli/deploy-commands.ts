@@ -26,6 +26,12 @@ import { createRenderer, parseProgressMode } from './progress.js';
 const deployLib = () => import('../deploy/deploy.js');
 const statusLib = () => import('../deploy/status.js');
 
+/** A module import started early: its failure surfaces where it is awaited, not as an unhandled rejection. */
+function preload<T>(p: Promise<T>): Promise<T> {
+  p.catch(() => {});
+  return p;
+}
+
 /** Exit status of `upgrade --check` when there is no update (as rpm-ostree's `upgrade --check`). */
 export const EXIT_NO_UPDATE = 77;
 
@@ -188,9 +194,12 @@ export function registerDeployCommands(program: Command): void {
         'with --no-pull: if the registry cannot be reached, accept the verification recorded at pull under the same policy',
       ),
   ).action(async (image: string, o: DeployFlags, cmd: Command) => {
+    // Load the deploy code while the policy is read: both wait for the disk when the page cache is cold.
+    const lib = preload(deployLib());
+    preload(statusLib());
     const { finish, ...opts } = await deployOptionsOf(cmd, o);
     try {
-      await printDeployed(await (await deployLib()).deploy({ ...opts, image }));
+      await printDeployed(await (await lib).deploy({ ...opts, image }));
     } finally {
       finish();
     }
