@@ -166,7 +166,11 @@ export class DistributionClient {
     this.scope = pullScope(opts.repository);
     this.userAgent = opts.userAgent ?? 'ocisnap';
     const connect: { rejectUnauthorized: boolean; ca?: string[] } = { rejectUnauthorized: !opts.insecure };
-    if (opts.caFile !== undefined) {
+    if (opts.insecure) {
+      // Nothing is verified, so no trust anchors: without `ca` node would parse
+      // its whole root store for the first TLS context (65-70 ms of CPU here).
+      connect.ca = [];
+    } else if (opts.caFile !== undefined) {
       let pem: string;
       try {
         pem = readFileSync(opts.caFile, 'utf8');
