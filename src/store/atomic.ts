@@ -12,8 +12,8 @@ import { syncDir, writeFileAtomic } from '../sys/atomic-file.js';
 
 export const tempPrefix = '.tmp-';
 
-export async function atomicWriteFile(path: string, data: Uint8Array | string, mode: number): Promise<void> {
-  await writeFileAtomic(path, data, mode, { tempPrefix });
+export async function atomicWriteFile(path: string, data: Uint8Array | string, mode: number, opts: { syncDir?: boolean } = {}): Promise<void> {
+  await writeFileAtomic(path, data, mode, { tempPrefix, ...opts });
 }
 
 export const fsyncDir = syncDir;

@@ -316,8 +316,8 @@ export class Store {
           if (!key.startsWith('ocisnap.')) throw new UsageError(`image big-data key ${JSON.stringify(key)} does not start with "ocisnap."`);
           items.push([key, data]);
         }
+        await writeImageBigData(this.layout, spec.id, items);
         for (const [key, data] of items) {
-          await writeImageBigData(this.layout, spec.id, key, data);
           const names = (image['big-data-names'] ??= []);
           if (!names.includes(key)) names.push(key);
           (image['big-data-sizes'] ??= {})[key] = data.length;

@@ -14,12 +14,14 @@ import { basename, dirname, join } from 'node:path';
  * exactly, regardless of umask. `tempPrefix` names the temporary file
  * `<tempPrefix><name><random>` so that a directory's owner can find and remove
  * leftovers of interrupted writers (containers/storage uses `.tmp-`).
+ * `syncDir: false` leaves the directory's fsync to the caller, who writes
+ * several files into it and then calls syncDir once.
  */
 export async function writeFileAtomic(
   path: string,
   data: string | Uint8Array,
   mode = 0o644,
-  opts: { tempPrefix?: string } = {},
+  opts: { tempPrefix?: string; syncDir?: boolean } = {},
 ): Promise<void> {
   const dir = dirname(path);
   const random = randomBytes(6).toString('hex');
@@ -38,7 +40,7 @@ export async function writeFileAtomic(
     await unlink(tmp).catch(() => undefined);
     throw err;
   }
-  await syncDir(dir);
+  if (opts.syncDir !== false) await syncDir(dir);
 }
 
 /** fsync(2) a directory, making creations, renames and removals in it durable. */
