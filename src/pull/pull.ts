@@ -2,12 +2,11 @@
  * Pull: resolve an image at its source, fetch the layers the store lacks,
  * apply them in order as btrfs subvolumes (each a snapshot of its parent),
  * check every diffID against the image config, then register the image.
- * The first layer to apply streams from the source straight into its
- * (staged) subvolume; the others download meanwhile, concurrently, each
- * verified against its digest while it streams to a temporary file. Nothing
- * becomes visible in the store before it is complete and verified.
+ * The layers download in order to temporary files (downloads.ts), each
+ * verified against its digest, and each is applied from its file while it
+ * still downloads. Nothing becomes visible in the store before it is complete
+ * and verified.
  */
-import { createReadStream, createWriteStream } from 'node:fs';
 import { mkdir, rm } from 'node:fs/promises';
 import { join } from 'node:path';
 import type { Readable } from 'node:stream';
@@ -21,6 +20,7 @@ import type { Descriptor, Digest, ImageReference, Platform } from '../oci/types.
 import { applyLayer, decompressStream } from '../layers/index.js';
 import { resolveImage, type ImageSource, type ResolvedImage } from '../registry/source.js';
 import { layerIdsFor, TarSplitRecorder, type ImageRecord, type Store } from '../store/index.js';
+import { startDownloads } from './downloads.js';
 import { noProgress, type ProgressSink } from './progress.js';
 import {
   mergeVerifications,
@@ -32,7 +32,7 @@ import {
 
 export interface PullOptions {
   platform?: Platform;
-  /** How many layer downloads run at once (default 3). */
+  /** How many layer downloads run at once (default 2). */
   concurrency?: number;
   progress?: ProgressSink;
   signal?: AbortSignal;
@@ -124,22 +124,20 @@ export async function pullImage(
     const created: string[] = [];
     let image: ImageRecord;
     try {
-      // The first layer streams straight into its subvolume: no temporary
-      // file to write and read back, and its extraction starts with its first
-      // bytes. The rest download meanwhile (one slot fewer, so the streamed
-      // layer keeps its share of the connection).
-      const [first, ...rest] = missing;
-      const downloads = downloadAll(source, rest, tmpDir, opts, progress, 1);
+      const downloads = startDownloads(
+        source,
+        missing.map((l) => l.descriptor),
+        tmpDir,
+        { concurrency: opts.concurrency ?? defaultConcurrency, progress, ...(opts.signal && { signal: opts.signal }) },
+      );
+      // A blob some later layer uses again stays until that layer is applied.
+      const lastUse = new Map(missing.map((l) => [l.descriptor.digest, l.index]));
       try {
-        if (first !== undefined) {
-          await applyOne(store, source.name, first, () => streamLayer(source, first, opts.signal, progress), opts, progress);
-          created.push(first.id);
-        }
-        for (const layer of rest) {
-          const file = await downloads.files.get(layer.index)!;
-          await applyOne(store, source.name, layer, async () => createReadStream(file, { highWaterMark: readChunk }), opts, progress);
+        for (const layer of missing) {
+          const download = downloads.get(layer.descriptor);
+          await applyOne(store, source.name, layer, () => download.open(), opts, progress);
           created.push(layer.id);
-          await rm(file, { force: true });
+          if (lastUse.get(layer.descriptor.digest) === layer.index) await rm(download.file, { force: true });
         }
       } finally {
         await downloads.settled();
@@ -202,114 +200,17 @@ function planLayers(imageName: string, resolved: ResolvedImage): LayerPlan[] {
   });
 }
 
-interface Downloads {
-  /** Per layer index, the file holding the verified blob. */
-  files: Map<number, Promise<string>>;
-  /** Resolves when no download is running any more. */
-  settled(): Promise<void>;
-}
-
 /**
- * Starts every download, at most `concurrency` at once, in layer order so the
- * next layer to apply is always among the first fetched. The first failure
- * stops the others, and every layer awaiting a stopped download sees that
- * first failure rather than the abort it caused.
+ * Two downloads at once: the layer being applied gets at least half the
+ * bandwidth, and a second connection hides a distant registry's latency.
  */
-function downloadAll(
-  source: ImageSource,
-  layers: LayerPlan[],
-  tmpDir: string,
-  opts: PullOptions,
-  progress: ProgressSink,
-  reserved: number,
-): Downloads {
-  const limit = Math.max(1, (opts.concurrency ?? 3) - reserved);
-  const files = new Map<number, Promise<string>>();
-  const controller = new AbortController();
-  const signal = opts.signal ? AbortSignal.any([opts.signal, controller.signal]) : controller.signal;
-  let firstError: unknown;
-  let running = 0;
-  const waiters: Array<() => void> = [];
-  const slot = async () => {
-    while (running >= limit) await new Promise<void>((r) => waiters.push(r));
-    running++;
-  };
-  const release = () => {
-    running--;
-    waiters.shift()?.();
-  };
-  for (const layer of layers) {
-    const file = (async () => {
-      await slot();
-      try {
-        signal.throwIfAborted();
-        return await downloadOne(source, layer, tmpDir, signal, progress);
-      } catch (err) {
-        if (firstError === undefined) {
-          firstError = err;
-          controller.abort();
-        }
-        throw firstError;
-      } finally {
-        release();
-      }
-    })();
-    file.catch(() => {}); // observed where it is awaited, or by settled()
-    files.set(layer.index, file);
-  }
-  return {
-    files,
-    settled: async () => {
-      controller.abort(); // nothing left to wait for once the caller stops applying
-      await Promise.allSettled(files.values());
-    },
-  };
-}
-
-/**
- * Chunk size for reading a downloaded layer back: every read is a thread-pool
- * round trip, and the 64 KiB default made thousands of them per layer.
- */
-const readChunk = 1024 * 1024;
-
-/** The verified blob stream of a layer (its digest and size are checked as it ends), with progress events. */
-async function streamLayer(source: ImageSource, layer: LayerPlan, signal: AbortSignal | undefined, progress: ProgressSink): Promise<Readable> {
-  const { digest, size } = layer.descriptor;
-  const started = performance.now();
-  progress({ type: 'layer-download-start', digest, size });
-  const blob = await source.getBlob(layer.descriptor, {
-    ...(signal !== undefined && { signal }),
-    onProgress: (bytes) => progress({ type: 'layer-download-progress', digest, bytes, size }),
-  });
-  blob.once('end', () => progress({ type: 'layer-downloaded', digest, size, seconds: (performance.now() - started) / 1000 }));
-  return blob;
-}
-
-async function downloadOne(
-  source: ImageSource,
-  layer: LayerPlan,
-  tmpDir: string,
-  signal: AbortSignal,
-  progress: ProgressSink,
-): Promise<string> {
-  const { digest, size } = layer.descriptor;
-  const started = performance.now();
-  progress({ type: 'layer-download-start', digest, size });
-  const file = join(tmpDir, digestHex(digest));
-  const blob = await source.getBlob(layer.descriptor, {
-    signal,
-    onProgress: (bytes) => progress({ type: 'layer-download-progress', digest, bytes, size }),
-  });
-  await pipeline(blob, createWriteStream(file), { signal });
-  progress({ type: 'layer-downloaded', digest, size, seconds: (performance.now() - started) / 1000 });
-  return file;
-}
+const defaultConcurrency = 2;
 
 async function applyOne(
   store: Store,
   imageName: string,
   layer: LayerPlan,
-  open: () => Promise<Readable>,
+  open: () => Readable,
   opts: PullOptions,
   progress: ProgressSink,
 ): Promise<void> {
@@ -329,7 +230,7 @@ async function applyOne(
     async (dir) => {
       // tar-split lets podman rebuild the exact layer tar (podman save/push).
       const tar = new TarSplitRecorder();
-      const feed = pipeline(await open(), decompressStream(layer.compression), tar);
+      const feed = pipeline(open(), decompressStream(layer.compression), tar);
       let result;
       try {
         result = await applyLayer(tar, dir, { what, signal: opts.signal });
