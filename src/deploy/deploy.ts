@@ -182,9 +182,12 @@ export interface DeployResult {
 /**
  * OCISNAP_TEST_CRASH_AT=<step>[+<ms>] kills this process with SIGKILL when the
  * deploy reaches <step> (or <ms> milliseconds later, to land in the middle of
- * the next step). For the fault-injection tests only.
+ * the next step); OCISNAP_TEST_STOP_AT=<step> stops it (SIGSTOP) there. For
+ * the fault-injection tests only.
  */
 function crashPoint(step: string): void {
+  // Stopped (SIGSTOP) rather than killed: a test makes the disk fail, then lets it go on.
+  if (process.env['OCISNAP_TEST_STOP_AT'] === step) process.kill(process.pid, 'SIGSTOP');
   const spec = process.env['OCISNAP_TEST_CRASH_AT'];
   if (spec === undefined || spec === '') return;
   const [name, delay] = spec.split('+');
@@ -762,7 +765,17 @@ export async function deploy(opts: DeployOptions): Promise<DeployResult> {
       }
       crashPoint('default-set');
       // The commit point must survive a power cut before the state says so.
-      await syncFilesystem(paths.root).catch(() => undefined);
+      // If the disk fails here, stop: N is the default (the kernel may have
+      // it in memory only), and the in-progress marker lets the next run
+      // finish the registration, as after a crash at this point.
+      try {
+        await syncFilesystem(paths.root);
+      } catch (err) {
+        throw new DeployError(
+          `snapshot ${num} is set as the default, but writing it to disk failed (${describeError(err)}): check the disk; the next ocisnap run finishes the deploy if the filesystem recovers`,
+          { cause: err },
+        );
+      }
 
       // Before the state: while inProgress is set, a crash here is finished
       // by the next run's recovery, which arms grubenv again. A failure is

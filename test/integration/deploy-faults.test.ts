@@ -4,7 +4,8 @@
  * (or, once set-default ran, the new one fully registered) and no
  * half-registered snapshot after the next ocisnap run; a full filesystem, a
  * non-btrfs sysroot, a missing image and a concurrent deploy each give one
- * clear line and lose nothing.
+ * clear line and lose nothing; a disk that fails at the commit point gives
+ * one line that says so.
  */
 import { existsSync } from 'node:fs';
 import { mkdir, readdir, readFile, stat, writeFile } from 'node:fs/promises';
@@ -42,6 +43,18 @@ beforeAll(async () => {
 afterAll(async () => {
   if (work) await removeDir(work);
 });
+
+/** Resolves once process `pid` is stopped (state T in /proc/PID/stat). */
+async function waitStopped(pid: number): Promise<void> {
+  for (let i = 0; i < 600; i++) {
+    const stat = await readFile(`/proc/${pid}/stat`, 'utf8').catch(() => '');
+    const state = stat.slice(stat.lastIndexOf(')') + 2, stat.lastIndexOf(')') + 3);
+    if (state === 'T') return;
+    if (stat === '') throw new Error(`process ${pid} ended before it stopped`);
+    await new Promise((r) => setTimeout(r, 100));
+  }
+  throw new Error(`process ${pid} did not stop within 60 s`);
+}
 
 /** Every snapshot snapper lists that carries ocisnap userdata is a deployment in the state; nothing is left in progress. */
 async function expectConsistent(sys: TestSysroot): Promise<void> {
@@ -199,6 +212,42 @@ describe('deploy onto unsuitable targets', () => {
       expect(JSON.parse(store)).toEqual([]);
     } finally {
       await sys.dispose();
+    }
+  });
+
+  it('a disk that fails right after set-default: one clear line that says so', async () => {
+    // The filesystem's image file lives on a small tmpfs; filling the tmpfs
+    // makes every later write of the loop device fail (EIO), a real fault.
+    const disk = await makeWorkDir();
+    await execa('mount', ['-t', 'tmpfs', '-o', 'size=400M', 'tmpfs', disk]);
+    let sys: TestSysroot | undefined;
+    try {
+      sys = await makeSysroot({ imageDir: disk });
+      const root = sys.paths.root;
+      const first = await cli(['--sysroot', root, 'deploy', '--progress', 'none', `oci:${layout}:v1`]);
+      expect(first.exitCode, first.stderr).toBe(0);
+      const child = execa('node', [cliPath, '--sysroot', root, 'deploy', '--progress', 'none', `oci:${layout}:v2`], {
+        reject: false,
+        stdin: 'ignore',
+        env: { OCISNAP_STORAGE_ROOT: '', OCISNAP_TEST_STOP_AT: 'default-set' },
+        extendEnv: true,
+      });
+      await waitStopped(child.pid!);
+      const num = (await readState(root)).inProgress!.snapshot;
+      await execa('sh', ['-c', `cat /dev/zero > ${join(disk, 'filler')}`], { reject: false });
+      process.kill(child.pid!, 'SIGCONT');
+      const r = await child;
+      expect(r.exitCode, r.stderr).toBe(1);
+      // The /etc merge report and the hooks note come before it, as in any deploy.
+      const errors = r.stderr.split('\n').filter((l) => l.startsWith('ocisnap: '));
+      expect(errors, r.stderr).toHaveLength(1);
+      expect(errors[0]).toMatch(
+        new RegExp(`^ocisnap: snapshot ${num} is set as the default, but writing it to disk failed \\(btrfs filesystem sync .+\\): check the disk; the next ocisnap run finishes the deploy if the filesystem recovers$`),
+      );
+    } finally {
+      await sys?.dispose();
+      await execa('umount', ['-l', disk], { reject: false });
+      await removeDir(disk);
     }
   });
 

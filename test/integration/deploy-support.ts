@@ -41,8 +41,8 @@ export const runningEtc: Record<string, string> = {
  * With `snapperConfig`, `snapper create-config` makes .snapshots (and
  * registers the config in /etc/snapper; dispose() deletes it again).
  */
-export async function makeSysroot(opts: { sizeMiB?: number; snapperConfig?: string } = {}): Promise<TestSysroot> {
-  const fs = await createBtrfs({ sizeMiB: opts.sizeMiB ?? 1024 });
+export async function makeSysroot(opts: { sizeMiB?: number; snapperConfig?: string; imageDir?: string } = {}): Promise<TestSysroot> {
+  const fs = await createBtrfs({ sizeMiB: opts.sizeMiB ?? 1024, ...(opts.imageDir !== undefined && { imageDir: opts.imageDir }) });
   const dir = fs.mountpoint;
   const rootSubvol = join(dir, '@root');
   await execa('btrfs', ['subvolume', 'create', rootSubvol]);

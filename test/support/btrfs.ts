@@ -16,10 +16,11 @@ export interface BtrfsFixture {
   dispose(): Promise<void>;
 }
 
-export async function createBtrfs(opts: { sizeMiB?: number; label?: string } = {}): Promise<BtrfsFixture> {
+/** `imageDir`: where the backing image and the mountpoint go (a temporary directory by default). */
+export async function createBtrfs(opts: { sizeMiB?: number; label?: string; imageDir?: string } = {}): Promise<BtrfsFixture> {
   requireRoot();
   await requireCommands('mkfs.btrfs', 'btrfs', 'mount', 'umount');
-  const dir = await mkdtemp(join(tmpdir(), 'ocisnap-btrfs-'));
+  const dir = await mkdtemp(join(opts.imageDir ?? tmpdir(), 'ocisnap-btrfs-'));
   const image = join(dir, 'fs.img');
   const mountpoint = join(dir, 'mnt');
   await execa('truncate', ['-s', `${opts.sizeMiB ?? 1024}M`, image]);
