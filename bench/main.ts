@@ -13,6 +13,8 @@
  *   BENCH_LIMIT_PARALLEL=0  1: also time the decompress+sha256 limit with all layers at once
  *   BENCH_DROP_CACHES=1     sync + drop the page cache before every measured command
  *   BENCH_PROFILE=1         after the rounds, profile ocisnap pulls (node --cpu-prof)
+ *   BENCH_LINK_MBIT=200     also a cold pull (first compression) with loopback shaped to this rate
+ *                           (tc tbf), as from a registry across a network; 0: not measured
  *   BENCH_CACHE=/var/tmp/ocisnap-bench-cache   debootstrap rootfs and built layers
  *   BENCH_WORK=/var/tmp/ocisnap-bench-work     btrfs image, registry, profiles
  *   BENCH_RESULTS=bench/RESULTS.md
@@ -23,7 +25,7 @@ import { existsSync, mkdirSync, readdirSync, readFileSync, rmSync, writeFileSync
 import { cpus, loadavg, totalmem } from 'node:os';
 import { dirname, join, resolve } from 'node:path';
 import { fileURLToPath } from 'node:url';
-import { execa } from 'execa';
+import { execa, execaSync } from 'execa';
 import { createBenchFs, createSubvolume, deleteSubvolumeTree, type BenchFs } from './btrfs.js';
 import { compressions as allCompressions, describeImages, ensureImages, type BenchImages, type Compression } from './image.js';
 import { dropCaches, measure, stats, type Sample } from './measure.js';
@@ -52,7 +54,7 @@ const nodeFlags = shebangNodeFlags(cli);
 const limitJs = join(dirname(fileURLToPath(import.meta.url)), 'limit.js');
 
 type Tool = 'ocisnap' | 'podman' | 'umoci';
-type Scenario = 'cold pull' | 'update pull' | 'deploy';
+type Scenario = 'cold pull' | 'update pull' | 'deploy' | 'cold pull, shaped link';
 
 interface Settings {
   runs: number;
@@ -62,6 +64,7 @@ interface Settings {
   limitParallel: boolean;
   dropCaches: boolean;
   profile: boolean;
+  linkMbit: number;
   cache: string;
   work: string;
   results: string;
@@ -74,6 +77,8 @@ function settings(env: NodeJS.ProcessEnv): Settings {
   for (const c of comps) if (!allCompressions.includes(c as Compression)) throw new Error(`BENCH_COMPRESSIONS: unknown ${c}`);
   for (const t of tools) if (!['ocisnap', 'podman', 'umoci'].includes(t)) throw new Error(`BENCH_TOOLS: unknown ${t}`);
   const runs = Number(env.BENCH_RUNS ?? 5);
+  const linkMbit = Number(env.BENCH_LINK_MBIT ?? 200);
+  if (!Number.isInteger(linkMbit) || linkMbit < 0) throw new Error('BENCH_LINK_MBIT must be a whole number of Mbit/s');
   if (!Number.isInteger(runs) || runs < 1) throw new Error('BENCH_RUNS must be a positive integer');
   return {
     runs,
@@ -83,6 +88,7 @@ function settings(env: NodeJS.ProcessEnv): Settings {
     limitParallel: env.BENCH_LIMIT_PARALLEL === '1',
     dropCaches: env.BENCH_DROP_CACHES !== '0',
     profile: env.BENCH_PROFILE !== '0',
+    linkMbit,
     cache: env.BENCH_CACHE ?? '/var/tmp/ocisnap-bench-cache',
     work: env.BENCH_WORK ?? '/var/tmp/ocisnap-bench-work',
     results: env.BENCH_RESULTS ?? join(repo, 'bench/RESULTS.md'),
@@ -220,6 +226,38 @@ async function runTool(ctx: Ctx, tool: Tool, c: Compression): Promise<void> {
   }
 }
 
+/**
+ * A cold pull with the loopback interface shaped to BENCH_LINK_MBIT (a token
+ * bucket, `tc qdisc ... tbf`), as from a registry across a network rather
+ * than on the same machine: there the download, not the machine, sets the
+ * pace, and what counts is how much of the work happens while it runs.
+ */
+async function runShapedPulls(ctx: Ctx, c: Compression, tools: Tool[]): Promise<void> {
+  const mnt = ctx.fs.mountpoint;
+  const rate = `${ctx.s.linkMbit}mbit`;
+  for (const tool of tools.filter((t) => t !== 'umoci')) {
+    const w = join(mnt, `work-${tool}`);
+    await deleteSubvolumeTree(mnt, w);
+    await createSubvolume(w);
+    const argv =
+      tool === 'ocisnap'
+        ? ocisnapArgv(join(w, 'storage'), 'pull', '--tls-verify=false', '--progress', 'none', ref(ctx, '1', c))
+        : podmanArgv(w, 'pull', '--tls-verify=false', '--quiet', ref(ctx, '1', c));
+    try {
+      await execa('tc', ['qdisc', 'replace', 'dev', 'lo', 'root', 'tbf', 'rate', rate, 'burst', '256kb', 'latency', '100ms']);
+      try {
+        await timed(ctx, key('cold pull, shaped link', c, tool), argv);
+      } finally {
+        await execa('tc', ['qdisc', 'del', 'dev', 'lo', 'root'], { reject: false });
+      }
+    } catch (err) {
+      ctx.results.fail(`${tool} ${c}, shaped link`, err);
+    } finally {
+      await deleteSubvolumeTree(mnt, w);
+    }
+  }
+}
+
 async function runLimits(ctx: Ctx, c: Compression): Promise<void> {
   const jobs = ctx.images.layers['1'].map((l) => `${c}|${l.blobs[c].path}|${l.blobs[c].digest}|${l.diffId}`);
   try {
@@ -347,6 +385,12 @@ function table(ctx: Ctx): string {
       }
     }
   }
+  if (ctx.s.linkMbit > 0) {
+    const c = ctx.s.compressions[0]!;
+    const scenario = `cold pull, ${ctx.s.linkMbit} Mbit/s link`;
+    const own = r.get(key('cold pull, shaped link', c, 'ocisnap'));
+    for (const t of ctx.s.tools) row(scenario, c, whoName[t], key('cold pull, shaped link', c, t), t === 'ocisnap' ? undefined : own);
+  }
   for (const c of ctx.s.compressions) row('deploy', c, 'ocisnap deploy', key('deploy', c, 'ocisnap'));
   const snapKey = key('limit', '-', 'btrfs subvolume snapshot of the rootfs');
   const deployOwn = r.get(key('deploy', ctx.s.compressions[0]!, 'ocisnap'));
@@ -455,6 +499,7 @@ async function main(): Promise<void> {
   for (const sig of ['SIGINT', 'SIGTERM'] as const) {
     process.once(sig, () => {
       log(`${sig}: cleaning up`);
+      if (s.linkMbit > 0) execaSync('tc', ['qdisc', 'del', 'dev', 'lo', 'root'], { reject: false });
       void reg.stop().finally(() => fs.dispose().finally(() => process.exit(130)));
     });
   }
@@ -482,6 +527,10 @@ async function main(): Promise<void> {
         const order = tools.map((_, i) => tools[(i + round) % tools.length]!);
         for (const t of order) await runTool(ctx, t, c);
         await runLimits(ctx, c);
+      }
+      if (s.linkMbit > 0) {
+        const order = tools.map((_, i) => tools[(i + round) % tools.length]!);
+        await runShapedPulls(ctx, s.compressions[0]!, order);
       }
       await runTarLimit(ctx);
     }

@@ -5,7 +5,7 @@ OCISNAP_DEBIAN_PACKAGES=(
   btrfs-progs docker-registry podman skopeo buildah umoci snapper
   libarchive-tools debootstrap apache2-utils gnupg attr time zstd libzstd-dev
   golang-github-containers-common
-  python3 make g++ ca-certificates curl
+  python3 make g++ ca-certificates curl iproute2
   qemu-system-x86 grub-pc-bin
 )
 
