@@ -13,6 +13,7 @@ import type { Digest } from '../oci/types.js';
 import { isErrno, sys } from '../sys/native.js';
 import { ByteSource, InputStreamError, TruncatedInputError } from './byte-source.js';
 import { CorruptLayerDataError } from './decompress.js';
+import { FileWriteError, FileWrites } from './file-writes.js';
 import { BadNameError, classify, cleanName, displayName } from './names.js';
 import { RootDir, bytes } from './root-dir.js';
 import { TarFormatError, TarReader, type TarEntry, type Timestamp } from './tar-reader.js';
@@ -45,6 +46,12 @@ class Refused extends Error {}
 const c = sys.constants;
 const { O_WRONLY, O_CREAT, O_EXCL } = fs.constants;
 const regularFileFlags = O_WRONLY | O_CREAT | O_EXCL;
+/**
+ * Files at least this large are written on the thread pool (file-writes.ts);
+ * smaller ones at once: for them a pool round trip costs the main thread
+ * more than the write itself.
+ */
+const poolWriteMinSize = 64 * 1024;
 
 interface DirTime {
   components: string[];
@@ -79,6 +86,7 @@ export async function applyLayer(tar: Readable, root: string, opts: ApplyOptions
       dir.endEntry();
     }
     current = undefined;
+    await applier.drain();
     applier.applyDirTimes();
     // The diffID covers the whole stream, including anything after the end-of-archive blocks.
     await source.drain();
@@ -87,6 +95,8 @@ export async function applyLayer(tar: Readable, root: string, opts: ApplyOptions
     if (opts.signal?.aborted && err === opts.signal.reason) throw err;
     throw toApplyError(err, opts.what, current);
   } finally {
+    // No write may go on into a directory the caller is about to delete.
+    await applier.drain().catch(() => {});
     dir.close();
     await source.close().catch(() => {});
   }
@@ -94,6 +104,7 @@ export async function applyLayer(tar: Readable, root: string, opts: ApplyOptions
 
 function toApplyError(err: unknown, what: string, entry: string | undefined): unknown {
   if (err instanceof LayerApplyError) return err;
+  if (err instanceof FileWriteError) return new LayerApplyError(what, err.entry, describeError(err.cause), { cause: err.cause });
   if (err instanceof InputStreamError) {
     const cause = err.cause;
     // Errors from upstream stages (a digest verifier, the registry client) already say what failed.
@@ -113,6 +124,7 @@ class Applier {
   private readonly created = new Set<string>();
   /** Directory times, applied after every entry (creating entries changes a directory's mtime). */
   private readonly dirTimes = new Map<string, DirTime>();
+  private readonly writes = new FileWrites();
 
   constructor(
     private readonly root: RootDir,
@@ -120,7 +132,13 @@ class Applier {
     private readonly signal: AbortSignal | undefined,
   ) {}
 
+  /** Waits for the file writes in flight; throws the first that failed. */
+  drain(): Promise<void> {
+    return this.writes.drain();
+  }
+
   async apply(e: TarEntry): Promise<void> {
+    this.writes.check();
     const components = cleanName(e.name);
     const kind = classify(components);
     if (kind.kind === 'ignored') return;
@@ -158,6 +176,8 @@ class Applier {
         this.metadata(pfd, base, e, false);
         break;
       case 'hardlink':
+        // The target may be a file still being written: its owner and mode decide what the link changes.
+        await this.writes.drain();
         this.hardlink(pfd, base, e);
         break;
       case 'char':
@@ -224,6 +244,10 @@ class Applier {
       this.root.remove(pfd, base);
       fd = sys.openat2(pfd, bytes(base), regularFileFlags, 0o600, 0);
     }
+    if (!e.sparse && e.size >= poolWriteMinSize && e.xattrs.length === 0) {
+      await this.regularFileOnPool(fd, e);
+      return;
+    }
     let open = true;
     try {
       if (e.sparse) await this.writeSparse(fd, e.sparse);
@@ -243,6 +267,34 @@ class Applier {
       if (open) fs.closeSync(fd);
     }
     this.xattrs(pfd, base, e, false);
+  }
+
+  /**
+   * Writes the content on the thread pool and returns once it is queued; the
+   * file is finished (owner, mode, times, close) when its writes are done.
+   * Files with xattrs are not written here: their xattrs go after the chmod.
+   */
+  private async regularFileOnPool(fd: number, e: TarEntry): Promise<void> {
+    const { atime, mtime } = times(e);
+    let file;
+    try {
+      file = await this.writes.open(fd, e.name, (f) =>
+        sys.finishFile(f, e.uid, e.gid, e.mode, atime.sec, atime.nsec, mtime.sec, mtime.nsec),
+      );
+    } catch (err) {
+      fs.closeSync(fd);
+      throw err;
+    }
+    try {
+      await this.reader.readContent((chunk) => {
+        this.signal?.throwIfAborted();
+        return file.write(chunk);
+      });
+    } catch (err) {
+      file.abandon();
+      throw err;
+    }
+    file.end();
   }
 
   /** Data segments go to their offsets; the gaps stay holes (seek, never write zeros). */

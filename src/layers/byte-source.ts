@@ -101,8 +101,11 @@ export class ByteSource {
     return b;
   }
 
-  /** Hands the next `n` bytes to `sink` chunk by chunk, without copying. */
-  async forEach(n: number, sink: (chunk: Buffer) => void): Promise<void> {
+  /**
+   * Hands the next `n` bytes to `sink` chunk by chunk, without copying; a
+   * sink that returns a promise is waited for (backpressure).
+   */
+  async forEach(n: number, sink: (chunk: Buffer) => void | Promise<void>): Promise<void> {
     let left = n;
     while (left > 0) {
       if (this.available === 0 && !(await this.fill())) {
@@ -112,7 +115,8 @@ export class ByteSource {
       const part = this.chunk.subarray(this.pos, this.pos + take);
       this.pos += take;
       left -= take;
-      sink(part);
+      const wait = sink(part);
+      if (wait) await wait;
     }
   }
 

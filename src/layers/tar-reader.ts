@@ -134,7 +134,7 @@ export class TarReader {
   }
 
   /** Hands the content of the current entry to `sink`, chunk by chunk. */
-  async readContent(sink: (chunk: Buffer) => void): Promise<void> {
+  async readContent(sink: (chunk: Buffer) => void | Promise<void>): Promise<void> {
     const n = this.remaining;
     this.remaining = 0;
     await this.source.forEach(n, sink);

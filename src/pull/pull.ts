@@ -231,6 +231,9 @@ async function applyOne(
       // tar-split lets podman rebuild the exact layer tar (podman save/push).
       const tar = new TarSplitRecorder();
       const feed = pipeline(open(), decompressStream(layer.compression), tar);
+      // A failure of the feed reaches applyLayer through `tar` and is awaited
+      // below; until then it must not count as an unhandled rejection.
+      feed.catch(() => {});
       let result;
       try {
         result = await applyLayer(tar, dir, { what, signal: opts.signal });

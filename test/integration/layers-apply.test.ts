@@ -3,7 +3,7 @@
  * metadata, a second layer with whiteouts and replacements, and a comparison
  * with bsdtar's extraction of the same tar (mtree manifests).
  */
-import { createHash } from 'node:crypto';
+import { createHash, randomBytes } from 'node:crypto';
 import * as fs from 'node:fs';
 import { join } from 'node:path';
 import { Readable } from 'node:stream';
@@ -271,6 +271,60 @@ describe('applyLayer with GNU tar sparse files', () => {
       expect(fs.readdirSync(root)).toEqual(['sparse.img']);
     });
   }
+});
+
+describe('applyLayer, large files (written on the thread pool)', () => {
+  it('gives them content, owner, setuid mode and times, and hardlinks see the finished file', async () => {
+    const root = await newRoot();
+    const su = randomBytes(300 * 1024);
+    const data = randomBytes(5 * 1024 * 1024 + 3);
+    await apply(
+      buildTar([
+        { name: 'bin/su', content: su, mode: 0o4755, uid: 0, gid: 0, mtime: 1_700_000_000, mtimeNs: 42 },
+        // Same owner: the link leaves the inode alone, setuid stays.
+        { name: 'bin/su-link', type: 'hardlink', linkname: 'bin/su', mode: 0o4755, mtime: 1_700_000_000, mtimeNs: 42 },
+        { name: 'srv/data', content: data, mode: 0o640, uid: 1000, gid: 1001, mtime: 1_600_000_000 },
+        // Another owner: the link's chown changes the shared inode, as pkg/archive does.
+        { name: 'srv/data-link', type: 'hardlink', linkname: 'srv/data', mode: 0o640, uid: 7, gid: 8, mtime: 1_600_000_000 },
+        { name: 'srv/after', content: randomBytes(200 * 1024), mode: 0o600, uid: 3, gid: 4 },
+      ]),
+      root,
+    );
+    const st = fs.lstatSync(join(root, 'bin/su'), { bigint: true });
+    expect([Number(st.mode & 0o7777n), st.uid, st.gid, st.mtimeNs]).toEqual([0o4755, 0n, 0n, 1_700_000_000_000_000_042n]);
+    expect(fs.readFileSync(join(root, 'bin/su')).equals(su)).toBe(true);
+    expect(fs.lstatSync(join(root, 'bin/su-link')).ino).toBe(Number(st.ino));
+    const d = fs.lstatSync(join(root, 'srv/data'));
+    expect([d.uid, d.gid, d.nlink]).toEqual([7, 8, 2]);
+    expect(fs.readFileSync(join(root, 'srv/data-link')).equals(data)).toBe(true);
+    const after = fs.lstatSync(join(root, 'srv/after'));
+    expect([after.mode & 0o7777, after.uid, after.gid, after.size]).toEqual([0o600, 3, 4, 200 * 1024]);
+  });
+
+  it('fails on a full filesystem with one error naming the file, and keeps no file open', async () => {
+    const small = await createBtrfs({ sizeMiB: 256 });
+    try {
+      const root = join(small.mountpoint, 'root');
+      await execa('btrfs', ['subvolume', 'create', root]);
+      const free = Number(fs.statfsSync(small.mountpoint).bavail) * fs.statfsSync(small.mountpoint).bsize;
+      await execa('fallocate', ['-l', String(Math.max(0, free - 8 * 1024 * 1024)), join(small.mountpoint, 'filler')]);
+      const before = fs.readdirSync('/proc/self/fd').length;
+      const err = await apply(
+        buildTar([
+          { name: 'ok', content: randomBytes(100 * 1024) },
+          { name: 'usr/lib/huge.so', content: Buffer.alloc(48 * 1024 * 1024, 0x61) },
+          { name: 'later', content: randomBytes(100 * 1024) },
+        ]),
+        root,
+      ).catch((e: unknown) => e);
+      expect(err).toBeInstanceOf(LayerApplyError);
+      expect((err as Error).message).toMatch(/^layer test: entry "usr\/lib\/huge\.so": .*ENOSPC/);
+      expect((err as Error).message).not.toContain('\n');
+      expect(fs.readdirSync('/proc/self/fd').length).toBe(before);
+    } finally {
+      await small.dispose();
+    }
+  });
 });
 
 describe('applyLayer input errors', () => {

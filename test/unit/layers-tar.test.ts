@@ -16,7 +16,9 @@ async function readAll(tar: Buffer, chunk = 333): Promise<Array<TarEntry & { dat
       const e = await reader.next();
       if (!e) break;
       const data: Buffer[] = [];
-      await reader.readContent((c) => data.push(Buffer.from(c)));
+      await reader.readContent((c) => {
+        data.push(Buffer.from(c));
+      });
       out.push({ ...e, data: Buffer.concat(data) });
     }
   } finally {
