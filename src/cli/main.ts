@@ -1,4 +1,4 @@
-#!/usr/bin/env -S node --single-threaded-gc --max-semi-space-size=4 --no-incremental-marking
+#!/usr/bin/env -S node --single-threaded-gc --max-semi-space-size=4 --no-incremental-marking --liftoff-only
 // Node flags for a pull on a small machine (bench/RESULTS.md, 2 cores):
 // --single-threaded-gc: V8's parallel GC helpers contend with the layer
 //   pipeline's own threads; a cold pull took 25 % less wall and 30 % less CPU
@@ -8,6 +8,10 @@
 // --no-incremental-marking: the layer buffers (about 1 GiB of ArrayBuffers per
 //   cold pull) start a full mark every 64 MiB; marking the small heap at once
 //   cost 0.25 s of main thread in a cold pull, incrementally 1.1 s.
+// --liftoff-only: V8's optimizing compile of undici's HTTP parser (llhttp,
+//   WebAssembly) took 35 MiB at the first request; an update pull peaked at
+//   112 MiB with it and 80 MiB without, in the same time (the parser does
+//   little per body chunk).
 /**
  * The ocisnap command. Thin: parses arguments, calls the library, prints.
  * Every OcisnapError becomes one line on stderr and its exit status; any
