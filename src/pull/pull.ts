@@ -19,7 +19,8 @@ import { hostPlatform } from '../oci/platform.js';
 import type { Descriptor, Digest, ImageReference, Platform } from '../oci/types.js';
 import { applyLayer, decompressStream } from '../layers/index.js';
 import { resolveImage, type ImageSource, type ResolvedImage } from '../registry/source.js';
-import { layerIdsFor, TarSplitRecorder, type ImageRecord, type Store } from '../store/index.js';
+import { layerIdsFor, TarSplitRecorder, type FillResult, type ImageRecord, type Store } from '../store/index.js';
+import { buildLayerChain } from './layer-chain.js';
 import { startDownloads } from './downloads.js';
 import { noProgress, type ProgressSink } from './progress.js';
 import {
@@ -132,13 +133,23 @@ export async function pullImage(
       );
       // A blob some later layer uses again stays until that layer is applied.
       const lastUse = new Map(missing.map((l) => [l.descriptor.digest, l.index]));
-      try {
-        for (const layer of missing) {
+      const chain = missing.map((layer) => ({
+        spec: {
+          id: layer.id,
+          parent: layer.parent,
+          compressedDigest: layer.descriptor.digest,
+          compressedSize: layer.descriptor.size,
+          compression: layer.compression,
+        },
+        fill: async (dir: string) => {
           const download = downloads.get(layer.descriptor);
-          await applyOne(store, source.name, layer, () => download.open(), opts, progress);
-          created.push(layer.id);
+          const result = await fillLayer(dir, source.name, layer, () => download.open(), opts, progress);
           if (lastUse.get(layer.descriptor.digest) === layer.index) await rm(download.file, { force: true });
-        }
+          return result;
+        },
+      }));
+      try {
+        await buildLayerChain(store, chain, (record) => created.push(record.id));
       } finally {
         await downloads.settled();
       }
@@ -206,57 +217,45 @@ function planLayers(imageName: string, resolved: ResolvedImage): LayerPlan[] {
  */
 const defaultConcurrency = 2;
 
-async function applyOne(
-  store: Store,
+/** Applies one layer's tar to the staged directory `dir`, checking its diffID. */
+async function fillLayer(
+  dir: string,
   imageName: string,
   layer: LayerPlan,
   open: () => Readable,
   opts: PullOptions,
   progress: ProgressSink,
-): Promise<void> {
+): Promise<FillResult> {
   const digest = layer.descriptor.digest;
   const what = `${imageName}: layer ${digest}`;
   const started = performance.now();
   progress({ type: 'layer-apply-start', digest, layerId: layer.id });
-  let entries = 0;
-  const record = await store.createLayer(
-    {
-      id: layer.id,
-      parent: layer.parent,
-      compressedDigest: digest,
-      compressedSize: layer.descriptor.size,
-      compression: layer.compression,
-    },
-    async (dir) => {
-      // tar-split lets podman rebuild the exact layer tar (podman save/push).
-      const tar = new TarSplitRecorder();
-      const feed = pipeline(open(), decompressStream(layer.compression), tar);
-      // A failure of the feed reaches applyLayer through `tar` and is awaited
-      // below; until then it must not count as an unhandled rejection.
-      feed.catch(() => {});
-      let result;
-      try {
-        result = await applyLayer(tar, dir, { what, signal: opts.signal });
-        await feed;
-      } catch (err) {
-        tar.destroy();
-        await feed.catch(() => {});
-        if (err instanceof OcisnapError) throw err;
-        throw new UntrustedInputError(`${what}: ${describeError(err)}`, { cause: err });
-      }
-      if (result.diffId !== layer.diffId) {
-        throw new DigestMismatchError(`${what}: uncompressed content (diffID)`, layer.diffId, result.diffId);
-      }
-      entries = result.entries;
-      return { diffDigest: result.diffId, diffSize: result.size, tarSplit: tar.result() };
-    },
-  );
+  // tar-split lets podman rebuild the exact layer tar (podman save/push).
+  const tar = new TarSplitRecorder();
+  const feed = pipeline(open(), decompressStream(layer.compression), tar);
+  // A failure of the feed reaches applyLayer through `tar` and is awaited
+  // below; until then it must not count as an unhandled rejection.
+  feed.catch(() => {});
+  let result;
+  try {
+    result = await applyLayer(tar, dir, { what, signal: opts.signal });
+    await feed;
+  } catch (err) {
+    tar.destroy();
+    await feed.catch(() => {});
+    if (err instanceof OcisnapError) throw err;
+    throw new UntrustedInputError(`${what}: ${describeError(err)}`, { cause: err });
+  }
+  if (result.diffId !== layer.diffId) {
+    throw new DigestMismatchError(`${what}: uncompressed content (diffID)`, layer.diffId, result.diffId);
+  }
   progress({
     type: 'layer-applied',
     digest,
-    layerId: record.id,
+    layerId: layer.id,
     diffSize: layer.descriptor.size,
-    entries,
+    entries: result.entries,
     seconds: (performance.now() - started) / 1000,
   });
+  return { diffDigest: result.diffId, diffSize: result.size, tarSplit: tar.result() };
 }

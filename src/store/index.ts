@@ -1,4 +1,4 @@
-export { Store, layersToRemove, type FillResult, type ImageSpec, type LayerSpec, type StoreOptions } from './store.js';
+export { Store, layersToRemove, type FillResult, type ImageSpec, type LayerSpec, type StagedLayer, type StoreOptions } from './store.js';
 export { layerIdsFor } from './layer-id.js';
 export {
   compressionCode,

@@ -25,6 +25,7 @@ import {
   NotBtrfsError,
   setReadonly,
   snapshotSubvolume,
+  syncFilesystem,
 } from '../btrfs/index.js';
 import { DigestMismatchError, describeError, OcisnapError, UsageError } from '../errors.js';
 import { digestHex, sha256Digest } from '../oci/digest.js';
@@ -64,6 +65,13 @@ export interface LayerSpec {
   compressedDigest?: Digest;
   compressedSize?: number;
   compression?: LayerCompression;
+}
+
+/** A layer being filled in the staging area (Store.stageLayer); not in the store until committed. */
+export interface StagedLayer {
+  readonly spec: LayerSpec;
+  /** The writable subvolume to fill. */
+  readonly dir: string;
 }
 
 export interface FillResult {
@@ -112,6 +120,8 @@ export class Store {
   private readonly layersLock: LockFile;
   private readonly imagesLock: LockFile;
   private readonly containersLock: LockFile;
+  /** Staged layers a snapshot was taken of: their data is on disk already. */
+  private readonly flushed = new WeakSet<StagedLayer>();
 
   private constructor(readonly layout: StoreLayout) {
     this.ocisnapLock = LockFile.for(layout.ocisnapLock);
@@ -174,18 +184,14 @@ export class Store {
   }
 
   /**
-   * Creates layer `spec.id`: a writable snapshot of the parent's subvolume (or a
-   * new subvolume) in the staging area, filled by `fill(dir)` (`dir` is that
-   * staging path; do not keep it), then moved to layerPath(id), made read-only
-   * and recorded. Returns the existing record without calling `fill` when the
-   * layer is already complete. On failure nothing is left behind. Callers run
-   * it inside lock() so two ocisnap processes do not fill the same layer.
+   * Creates layer `spec.id`: stageLayer(), `fill(dir)` (`dir` is the staging
+   * path; do not keep it), then commitLayer(). Returns the existing record
+   * without calling `fill` when the layer is already complete. On failure
+   * nothing is left behind. Callers run it inside lock() so two ocisnap
+   * processes do not fill the same layer.
    */
   async createLayer(spec: LayerSpec, fill: (dir: string) => Promise<FillResult>): Promise<LayerRecord> {
-    if (!isStorageId(spec.id)) throw new UsageError(`layer ID ${JSON.stringify(spec.id)} is not 64 hex digits`);
-    if (spec.parent !== undefined && !isStorageId(spec.parent)) {
-      throw new UsageError(`parent layer ID ${JSON.stringify(spec.parent)} is not 64 hex digits`);
-    }
+    checkLayerIds(spec);
     const ready = await this.layersLock.with('write', async (lock) => {
       const layers = await readLayers(this.layout);
       const found = layers.find((l) => l.id === spec.id);
@@ -195,39 +201,84 @@ export class Store {
         // incomplete record is a leftover of a killed process.
         await this.dropLayers(lock, layers, [found.id]);
       }
-      if (spec.parent !== undefined) this.requireComplete(layers, spec.parent, spec.id);
       return undefined;
     });
     if (ready) return ready;
-
-    await mkdir(this.layout.staging, { recursive: true, mode: 0o700 });
-    const staged = join(this.layout.staging, `${spec.id}-${process.pid}-${Date.now().toString(36)}`);
+    const staged = await this.stageLayer(spec);
     let result: FillResult;
     try {
-      if (spec.parent !== undefined) {
-        await snapshotSubvolume(this.layerPath(spec.parent), staged);
+      result = await fill(staged.dir);
+    } catch (err) {
+      await this.discardLayer(staged);
+      throw err;
+    }
+    return this.commitLayer(staged, result);
+  }
+
+  /**
+   * Starts layer `spec.id` in the staging area: a writable snapshot of its
+   * parent (or a new, empty subvolume), to be filled and then given to
+   * commitLayer() or discardLayer(). The parent is a complete layer of the
+   * store, or `below`: the parent still staged, so a pull can fill a layer
+   * while the one below it is being recorded. Callers run it inside lock().
+   */
+  async stageLayer(spec: LayerSpec, below?: StagedLayer): Promise<StagedLayer> {
+    checkLayerIds(spec);
+    if (below !== undefined && below.spec.id !== spec.parent) {
+      throw new UsageError(`staged layer ${below.spec.id} is not the parent of layer ${spec.id}`);
+    }
+    if (spec.parent !== undefined && below === undefined) {
+      const parent = spec.parent;
+      await this.layersLock.with('read', async () => this.requireComplete(await readLayers(this.layout), parent, spec.id));
+    }
+    await mkdir(this.layout.staging, { recursive: true, mode: 0o700 });
+    const dir = join(this.layout.staging, `${spec.id}-${process.pid}-${Date.now().toString(36)}`);
+    try {
+      if (below !== undefined) {
+        await snapshotSubvolume(below.dir, dir);
+        // btrfs writes a subvolume's data out before it snapshots it (fs/btrfs/ioctl.c
+        // btrfs_mksnapshot: start delalloc, wait for ordered extents; the snapshot is committed).
+        this.flushed.add(below);
+      } else if (spec.parent !== undefined) {
+        await snapshotSubvolume(this.layerPath(spec.parent), dir);
       } else {
-        await createSubvolume(staged);
-        await chmod(staged, baseLayerMode);
+        await createSubvolume(dir);
+        await chmod(dir, baseLayerMode);
       }
-      result = await fill(staged);
+    } catch (err) {
+      await this.discardStaged(dir);
+      throw err;
+    }
+    return { spec, dir };
+  }
+
+  /** Throws a staged layer away. */
+  async discardLayer(staged: StagedLayer): Promise<void> {
+    await this.discardStaged(staged.dir);
+  }
+
+  /**
+   * Records a filled staged layer: its data is made durable (unless a snapshot
+   * of it already did that), then it is moved to layerPath(id), made read-only
+   * and recorded. Its parent must be complete by now. On failure the staged
+   * layer is discarded.
+   */
+  async commitLayer(staged: StagedLayer, result: FillResult): Promise<LayerRecord> {
+    const { spec, dir } = staged;
+    try {
       const ts = result.tarSplit;
       if (ts && (ts.tarDigest !== result.diffDigest || ts.tarSize !== result.diffSize)) {
         throw new StoreOperationError(
           `layer ${spec.id}: the tar-split describes ${ts.tarDigest} (${ts.tarSize} bytes), not the layer's ${result.diffDigest} (${result.diffSize} bytes)`,
         );
       }
-    } catch (err) {
-      await this.discardStaged(staged);
-      throw err;
-    }
-
-    try {
+      // A complete record must never point at data a crash could still lose.
+      if (!this.flushed.has(staged)) await syncFilesystem(dir);
       return await this.layersLock.with('write', async (lock) => {
         const layers = await readLayers(this.layout);
         const raced = layers.find((l) => l.id === spec.id && !isIncomplete(l));
         if (raced) {
-          await this.discardStaged(staged);
+          await this.discardStaged(dir);
           return raced;
         }
         if (spec.parent !== undefined) this.requireComplete(layers, spec.parent, spec.id);
@@ -244,7 +295,7 @@ export class Store {
           const target = this.layerPath(spec.id);
           // A subvolume without a record (seen under the lock) is a leftover: podman records first.
           if (await isSubvolume(target)) await deleteSubvolume(target, { recursive: true });
-          await rename(staged, target);
+          await rename(dir, target);
           // Read-only only now: renaming a read-only subvolume fails with EROFS (its ".." changes).
           await setReadonly(target, true);
           delete record.flags;
@@ -256,11 +307,12 @@ export class Store {
         }
       });
     } catch (err) {
-      await this.discardStaged(staged);
+      await this.discardStaged(dir);
       if (err instanceof OcisnapError) throw err;
       throw new StoreOperationError(`cannot record layer ${spec.id}: ${describeError(err)}`, { cause: err });
     }
   }
+
 
   /**
    * Records an image (images.json entry + big data as containers/image's storage
@@ -491,6 +543,13 @@ export class Store {
 }
 
 /** images.go updateNames(addNames) + removeName on the previous holders, with names-history. */
+function checkLayerIds(spec: LayerSpec): void {
+  if (!isStorageId(spec.id)) throw new UsageError(`layer ID ${JSON.stringify(spec.id)} is not 64 hex digits`);
+  if (spec.parent !== undefined && !isStorageId(spec.parent)) {
+    throw new UsageError(`parent layer ID ${JSON.stringify(spec.parent)} is not 64 hex digits`);
+  }
+}
+
 function addNames(images: ImageRecord[], image: ImageRecord, names: string[]): void {
   if (names.length === 0) return;
   for (const other of images) {
